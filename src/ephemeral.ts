@@ -1,0 +1,462 @@
+/**
+ * The request cache: `group → key → entry`, created lazily, bounded, with a lifetime.
+ * No dependency. One instance per request; see `scope.ts` for how it is found.
+ *
+ * Hot path (a hit): two map reads, a counter and a flag check. The entry holds the
+ * promise handed to the first caller, so a hit returns it without allocating, and the
+ * lifetime is checked against a coarse clock rather than `Date.now()`.
+ */
+
+import { now } from './clock.js';
+import { type CacheKey, checkGroup, checkLoader, encodeComposite, keyError } from './keys.js';
+import type { LoaderContext } from './scope.js';
+import { ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
+
+/**
+ * How long a request cache serves, in ms: five minutes, as Gitea's
+ * `contextCacheLifetime`. A request that needs longer is almost certainly long-running
+ * work that should not be tied to a request cache at all (see `detach()`).
+ */
+export const DEFAULT_LIFETIME = 5 * 60 * 1000;
+
+/** Entries per request cache before the oldest are evicted. */
+export const DEFAULT_MAX_ENTRIES = 10_000;
+
+/** Counts of one request cache's lookups, as returned by `stats()`. */
+export interface CacheStats {
+  /** Lookups that found a settled value. */
+  hits: number;
+  /** Lookups that found a load of the same key in flight and joined it. */
+  joins: number;
+  /** Lookups that found nothing. */
+  misses: number;
+  /** Loaders started. */
+  loads: number;
+  /** Loads that failed (threw or rejected). */
+  errors: number;
+  /** Entries dropped because the cache held `maxEntries`. */
+  evictions: number;
+}
+
+/**
+ * A request cache, as returned by `getContextCache()`. Adapters call `end()` when the
+ * response is done and read `stats()`.
+ *
+ * @example
+ * ```ts
+ * const cache = getContextCache();
+ * if (cache) res.setHeader('x-cache-hits', String(cache.stats().hits));
+ * ```
+ */
+export interface EphemeralCache {
+  /** This cache's counts so far (the final counts once it has ended). */
+  stats(): CacheStats;
+  /**
+   * Drop every entry at once and stop caching: later lookups in this scope pass
+   * through to their loaders, and the first one emits a `CONTEXT_CACHE_ENDED`
+   * warning. Calling it twice is a no-op.
+   */
+  end(): void;
+  /** Whether `end()` has been called. */
+  readonly ended: boolean;
+  /** Whether the cache has outlived its lifetime (it then serves nothing). */
+  readonly expired: boolean;
+  /** Entries currently held. */
+  readonly size: number;
+}
+
+/** Options of a request cache. */
+export interface CacheOptions {
+  /** How long the cache serves, in ms (default 5 minutes). */
+  lifetime?: number;
+  /** At most this many entries; past it the oldest inserted are evicted (default 10,000). */
+  maxEntries?: number;
+}
+
+type Loader = (key: never, ctx: LoaderContext) => unknown;
+type SyncLoader = (key: never) => unknown;
+
+/** One cached value or load in flight, linked in insertion order for eviction. */
+class Entry {
+  /** Whether `value` holds the result (a pending load has only `promise`). */
+  settled: boolean;
+  value: unknown;
+  /** The promise handed to async callers; made lazily for values set synchronously. */
+  promise: Promise<unknown> | undefined;
+  readonly map: Map<unknown, Entry>;
+  readonly key: unknown;
+  prev: Entry | undefined = undefined;
+  next: Entry | undefined = undefined;
+
+  constructor(
+    map: Map<unknown, Entry>,
+    key: unknown,
+    settled: boolean,
+    value: unknown,
+    promise: Promise<unknown> | undefined,
+  ) {
+    this.map = map;
+    this.key = key;
+    this.settled = settled;
+    this.value = value;
+    this.promise = promise;
+  }
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
+
+/** The request cache. Exposed to users through the `EphemeralCache` interface. */
+export class Cache implements EphemeralCache {
+  private primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
+  private composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
+  private head: Entry | undefined = undefined;
+  private tail: Entry | undefined = undefined;
+  private count = 0;
+  private readonly deadline: number;
+  private readonly lifetime: number;
+  private readonly maxEntries: number;
+  private closed = false;
+  private isEnded = false;
+  private warnedEnded = false;
+  private warnedExpired = false;
+  private hits = 0;
+  private joins = 0;
+  private misses = 0;
+  private loads = 0;
+  private errors = 0;
+  private evictions = 0;
+
+  constructor(lifetime: number, maxEntries: number) {
+    this.lifetime = lifetime;
+    this.maxEntries = maxEntries;
+    this.deadline = now() + lifetime;
+  }
+
+  get ended(): boolean {
+    return this.isEnded;
+  }
+
+  get expired(): boolean {
+    return now() >= this.deadline;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  stats(): CacheStats {
+    return {
+      hits: this.hits,
+      joins: this.joins,
+      misses: this.misses,
+      loads: this.loads,
+      errors: this.errors,
+      evictions: this.evictions,
+    };
+  }
+
+  end(): void {
+    if (this.isEnded) return;
+    this.isEnded = true;
+    this.closed = true;
+    this.primitives = undefined;
+    this.composites = undefined;
+    this.head = undefined;
+    this.tail = undefined;
+    this.count = 0;
+  }
+
+  /** Whether the cache can serve: false once ended or expired. */
+  private serving(fn: string, cut: StackCut): boolean {
+    return (!this.closed && now() < this.deadline) || this.stillServing(fn, cut);
+  }
+
+  /**
+   * The slow half of `serving()`: marks the cache closed once it is ended or expired and
+   * emits the matching warning once per cache. `cut` is the public function the user
+   * called, where the warning's stack trace starts.
+   */
+  private stillServing(fn: string, cut: StackCut): boolean {
+    if (!this.closed) {
+      if (now() < this.deadline) return true;
+      this.closed = true;
+    }
+    if (this.isEnded) {
+      if (!this.warnedEnded) {
+        this.warnedEnded = true;
+        warn(
+          `${fn}() ran after its request had ended, so nothing was cached: this code ` +
+            'outlives the response. Run work that continues after the response in ' +
+            'detach() or runInBackground(), which give it its own scope and timeout.',
+          ENDED,
+          cut,
+        );
+      }
+    } else if (!this.warnedExpired) {
+      this.warnedExpired = true;
+      warn(
+        `${fn}() used a request cache more than ${this.lifetime} ms after it was created, ` +
+          'past its lifetime, so lookups now pass through to their loaders. This is ' +
+          'likely long-running work inside a request cache: run it in detach() or ' +
+          'withNoCacheContext().',
+        EXPIRED,
+        cut,
+      );
+    }
+    return false;
+  }
+
+  /** The map of `group` for `key`'s kind (if it exists yet), and the key to use in it. */
+  private slot(
+    fn: string,
+    group: string,
+    key: unknown,
+  ): [Map<unknown, Entry> | undefined, unknown] {
+    if (typeof key === 'object' && key !== null) {
+      if (!Array.isArray(key)) throw keyError(fn, key);
+      return [this.composites?.get(group), encodeComposite(fn, key)];
+    }
+    if (typeof key === 'function' || typeof key === 'symbol') throw keyError(fn, key);
+    return [this.primitives?.get(group), key];
+  }
+
+  /** The async lookup behind `getWithContextCache`. */
+  fetch(
+    group: string,
+    key: CacheKey,
+    loader: Loader,
+    ctx: LoaderContext,
+    cut: StackCut,
+  ): Promise<unknown> {
+    // The hit path is written out here (no `slot()` tuple) to allocate nothing.
+    checkGroup('getWithContextCache', group);
+    checkLoader('getWithContextCache', loader);
+    let map: Map<unknown, Entry> | undefined;
+    let mapKey: unknown = key;
+    if (typeof key === 'object' && key !== null) {
+      if (!Array.isArray(key)) throw keyError('getWithContextCache', key);
+      mapKey = encodeComposite('getWithContextCache', key);
+      map = this.composites?.get(group);
+    } else {
+      if (typeof key === 'function' || typeof key === 'symbol') {
+        throw keyError('getWithContextCache', key);
+      }
+      map = this.primitives?.get(group);
+    }
+    if (this.closed || now() >= this.deadline) {
+      if (!this.stillServing('getWithContextCache', cut)) return this.passThrough(key, loader, ctx);
+    }
+    if (map !== undefined) {
+      const entry = map.get(mapKey);
+      if (entry !== undefined) {
+        if (entry.settled) {
+          this.hits++;
+          if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
+          return entry.promise;
+        }
+        this.joins++;
+        return entry.promise as Promise<unknown>;
+      }
+    }
+    return this.load(group, key, mapKey, loader, ctx);
+  }
+
+  private passThrough(key: CacheKey, loader: Loader, ctx: LoaderContext): Promise<unknown> {
+    if (!this.isEnded) {
+      this.misses++;
+      this.loads++;
+    }
+    try {
+      return Promise.resolve(loader(key as never, ctx));
+    } catch (err) {
+      if (!this.isEnded) this.errors++;
+      return Promise.reject(err);
+    }
+  }
+
+  private load(
+    group: string,
+    key: CacheKey,
+    mapKey: unknown,
+    loader: Loader,
+    ctx: LoaderContext,
+  ): Promise<unknown> {
+    this.misses++;
+    this.loads++;
+    let result: unknown;
+    try {
+      result = loader(key as never, ctx);
+    } catch (err) {
+      // Errors are not cached: a throwing loader rejects this call and stores nothing.
+      this.errors++;
+      return Promise.reject(err);
+    }
+    const map = this.groupMap(group, typeof key === 'object' && key !== null);
+    if (!isThenable(result)) {
+      const promise = Promise.resolve(result);
+      this.insert(map, mapKey, new Entry(map, mapKey, true, result, promise));
+      return promise;
+    }
+    const promise = Promise.resolve(result);
+    const entry = new Entry(map, mapKey, false, undefined, promise);
+    this.insert(map, mapKey, entry);
+    promise.then(
+      (value) => {
+        // Skipped when a synchronous set replaced this load's result in the meantime.
+        if (entry.promise === promise) {
+          entry.settled = true;
+          entry.value = value;
+        }
+      },
+      () => {
+        if (!this.isEnded) this.errors++;
+        if (entry.promise === promise) this.remove(entry);
+      },
+    );
+    return promise;
+  }
+
+  /** The sync lookup behind `getWithContextCacheSync`. */
+  fetchSync(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
+    const fn = 'getWithContextCacheSync';
+    checkGroup(fn, group);
+    checkLoader(fn, loader);
+    const [map, mapKey] = this.slot(fn, group, key);
+    if (!this.serving(fn, cut)) return this.passThroughSync(key, loader);
+    const entry = map?.get(mapKey);
+    if (entry?.settled) {
+      this.hits++;
+      return entry.value;
+    }
+    // Nothing, or a load in flight that a sync caller cannot wait for: load here.
+    this.misses++;
+    this.loads++;
+    let value: unknown;
+    try {
+      value = loader(key as never);
+    } catch (err) {
+      this.errors++;
+      throw err;
+    }
+    if (this.isEnded) return value;
+    if (entry !== undefined) this.replace(entry, value);
+    else {
+      const target = this.groupMap(group, typeof key === 'object' && key !== null);
+      this.insert(target, mapKey, new Entry(target, mapKey, true, value, undefined));
+    }
+    return value;
+  }
+
+  private passThroughSync(key: CacheKey, loader: SyncLoader): unknown {
+    if (!this.isEnded) {
+      this.misses++;
+      this.loads++;
+    }
+    try {
+      return loader(key as never);
+    } catch (err) {
+      if (!this.isEnded) this.errors++;
+      throw err;
+    }
+  }
+
+  /** `getContextData`: the settled value, or `undefined`. */
+  getData(fn: string, group: string, key: CacheKey, cut: StackCut): unknown {
+    checkGroup(fn, group);
+    const [map, mapKey] = this.slot(fn, group, key);
+    if (!this.serving(fn, cut)) return undefined;
+    const entry = map?.get(mapKey);
+    return entry?.settled ? entry.value : undefined;
+  }
+
+  /** `hasContextData`: whether a settled value is present. */
+  hasData(fn: string, group: string, key: CacheKey, cut: StackCut): boolean {
+    checkGroup(fn, group);
+    const [map, mapKey] = this.slot(fn, group, key);
+    if (!this.serving(fn, cut)) return false;
+    return map?.get(mapKey)?.settled === true;
+  }
+
+  /** `setContextData`: store a settled value, keeping an existing key's place. */
+  setData(fn: string, group: string, key: CacheKey, value: unknown, cut: StackCut): void {
+    checkGroup(fn, group);
+    const [found, mapKey] = this.slot(fn, group, key);
+    if (!this.serving(fn, cut)) return;
+    const entry = found?.get(mapKey);
+    if (entry !== undefined) {
+      this.replace(entry, value);
+      return;
+    }
+    const map = this.groupMap(group, typeof key === 'object' && key !== null);
+    this.insert(map, mapKey, new Entry(map, mapKey, true, value, undefined));
+  }
+
+  /** `removeContextData`: drop an entry (a load in flight still settles for its waiters). */
+  removeData(fn: string, group: string, key: CacheKey, cut: StackCut): void {
+    checkGroup(fn, group);
+    const [map, mapKey] = this.slot(fn, group, key);
+    if (this.isEnded) {
+      this.stillServing(fn, cut);
+      return;
+    }
+    const entry = map?.get(mapKey);
+    if (entry !== undefined) this.remove(entry);
+  }
+
+  private groupMap(group: string, composite: boolean): Map<unknown, Entry> {
+    let groups = composite ? this.composites : this.primitives;
+    if (groups === undefined) {
+      groups = new Map();
+      if (composite) this.composites = groups;
+      else this.primitives = groups;
+    }
+    let map = groups.get(group);
+    if (map === undefined) {
+      map = new Map();
+      groups.set(group, map);
+    }
+    return map;
+  }
+
+  private replace(entry: Entry, value: unknown): void {
+    entry.settled = true;
+    entry.value = value;
+    entry.promise = undefined;
+  }
+
+  private insert(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
+    map.set(mapKey, entry);
+    const tail = this.tail;
+    if (tail === undefined) this.head = entry;
+    else {
+      tail.next = entry;
+      entry.prev = tail;
+    }
+    this.tail = entry;
+    this.count++;
+    while (this.count > this.maxEntries && this.head !== undefined) {
+      this.remove(this.head);
+      this.evictions++;
+    }
+  }
+
+  private remove(entry: Entry): void {
+    // An entry replaced or dropped earlier (or dropped by end()) is no longer linked.
+    if (this.isEnded || entry.map.get(entry.key) !== entry) return;
+    entry.map.delete(entry.key);
+    const { prev, next } = entry;
+    if (prev === undefined) this.head = next;
+    else prev.next = next;
+    if (next === undefined) this.tail = prev;
+    else next.prev = prev;
+    entry.prev = undefined;
+    entry.next = undefined;
+    this.count--;
+  }
+}

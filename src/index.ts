@@ -1,0 +1,31 @@
+/**
+ * context-cache: request-level memoization for Node.js servers, carried by
+ * AsyncLocalStorage. See the README for the concepts and DESIGN for the contract.
+ */
+
+export type { CacheStats, EphemeralCache } from './ephemeral.js';
+export type { CacheKey, KeyPart } from './keys.js';
+export {
+  type CacheContextOptions,
+  currentSignal,
+  getContextCache,
+  type LoaderContext,
+  withCacheContext,
+  withNoCacheContext,
+} from './scope.js';
+export type {
+  SharedCache,
+  SharedLoaderContext,
+  SharedSetOptions,
+} from './shared/types.js';
+export {
+  type ContextCachedFunction,
+  type ContextCachedOptions,
+  contextCached,
+  getContextData,
+  getWithContextCache,
+  getWithContextCacheSync,
+  hasContextData,
+  removeContextData,
+  setContextData,
+} from './wrap.js';

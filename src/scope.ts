@@ -1,0 +1,224 @@
+/**
+ * The scope: one `AsyncLocalStorage<Scope>` for the whole process. It lives on
+ * `globalThis` under a registered symbol that carries the major version, so an ESM
+ * import and a CJS require of this package (or two installs of one major version)
+ * share it: a cache opened by one copy is seen by the other.
+ *
+ * Nesting rules (`With` = withCacheContext, `WithNo` = withNoCacheContext), after
+ * Gitea's context cache (go-gitea/gitea PR 23330):
+ *
+ * | nesting                                     | scope inside | meaning                                    |
+ * |---------------------------------------------|--------------|--------------------------------------------|
+ * | `With(ctx)`                                 | A            | new cache                                  |
+ * | `With(With(ctx))`                           | A            | reuse the active cache, never stack        |
+ * | `With(With(With(ctx)))`                     | A            | ditto                                      |
+ * | `WithNo(ctx)`                               | ctx          | nothing to discard, nothing created        |
+ * | `WithNo(With(ctx))`                         | A′           | caching off inside                         |
+ * | `WithNo(WithNo(With(ctx)))`                 | A′           | stays off, nothing new                     |
+ * | `With(WithNo(With(ctx)))`                   | B            | a discarded cache is never reused: new B   |
+ * | `WithNo(With(WithNo(With(ctx))))`           | B′           |                                            |
+ * | `With(WithNo(With(WithNo(With(ctx)))))`     | C            | only one live cache at a time              |
+ *
+ * One deliberate difference from Go: there `WithNo` discards the shared cache object,
+ * so the parent request loses its cache too. Here the scope inside `WithNo` simply
+ * holds no reference to A: long-lived work started there cannot keep A's data alive,
+ * and the request that started it keeps caching.
+ */
+
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, type EphemeralCache } from './ephemeral.js';
+import { describe } from './warnings.js';
+
+/** What a loader receives besides its key. */
+export interface LoaderContext {
+  /** The request's signal: aborts when the client disconnects or the response is sent. */
+  readonly signal?: AbortSignal;
+}
+
+/** The value kept in the AsyncLocalStorage: the request cache and the request's signal. */
+export class Scope {
+  readonly cache: Cache | undefined;
+  readonly signal: AbortSignal | undefined;
+  /** Handed to loaders; built once per scope so a load allocates no context object. */
+  readonly loaderContext: LoaderContext;
+
+  constructor(cache: Cache | undefined, signal: AbortSignal | undefined) {
+    this.cache = cache;
+    this.signal = signal;
+    this.loaderContext = signal === undefined ? EMPTY_CONTEXT : { signal };
+  }
+}
+
+const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
+
+/** Bump with the major version when `Scope` changes shape. */
+const REGISTRY_KEY = Symbol.for('context-cache.scope.v1');
+const VERSION = '1';
+
+interface Registry {
+  readonly version: string;
+  readonly storage: AsyncLocalStorage<Scope>;
+}
+
+type GlobalWithRegistry = typeof globalThis & { [REGISTRY_KEY]?: Registry };
+
+let storage: AsyncLocalStorage<Scope> | undefined;
+
+/** The process-wide storage, created on first use (importing has no side effect). */
+export function scopeStorage(): AsyncLocalStorage<Scope> {
+  if (storage !== undefined) return storage;
+  const g = globalThis as GlobalWithRegistry;
+  let registry = g[REGISTRY_KEY];
+  if (registry === undefined) {
+    registry = { version: VERSION, storage: new AsyncLocalStorage<Scope>() };
+    Object.defineProperty(g, REGISTRY_KEY, { value: registry, enumerable: false });
+  }
+  storage = registry.storage;
+  return storage;
+}
+
+/** The active scope, if any. */
+export function currentScope(): Scope | undefined {
+  return (storage ?? scopeStorage()).getStore();
+}
+
+/** Run `fn` in `scope`. */
+export function runInScope<T>(scope: Scope, fn: () => T): T {
+  return (storage ?? scopeStorage()).run(scope, fn);
+}
+
+/** Run `fn` outside any scope (for timers that must not capture a request). */
+export function outsideScope<T>(fn: () => T): T {
+  return (storage ?? scopeStorage()).exit(fn);
+}
+
+/** Options of `withCacheContext`. */
+export interface CacheContextOptions {
+  /** How long the cache serves, in ms (default 5 minutes). */
+  lifetime?: number;
+  /** At most this many entries; past it the oldest inserted are evicted (default 10,000). */
+  maxEntries?: number;
+  /**
+   * The request's signal, handed to loaders and returned by `currentSignal()`.
+   * Without it the enclosing scope's signal (if any) is kept.
+   */
+  signal?: AbortSignal;
+}
+
+function checkOptions(options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `withCacheContext(): options must be an object such as { lifetime: 60_000 }, got ${describe(options)}.`,
+    );
+  }
+  const { lifetime, maxEntries, signal } = options as Record<string, unknown>;
+  if (lifetime !== undefined && !(typeof lifetime === 'number' && lifetime > 0)) {
+    throw new TypeError(
+      `withCacheContext(): options.lifetime must be a positive number of milliseconds, got ${describe(lifetime)}.`,
+    );
+  }
+  if (
+    maxEntries !== undefined &&
+    !(
+      typeof maxEntries === 'number' &&
+      maxEntries >= 1 &&
+      (Number.isInteger(maxEntries) || maxEntries === Infinity)
+    )
+  ) {
+    throw new TypeError(
+      `withCacheContext(): options.maxEntries must be a positive integer, got ${describe(maxEntries)}.`,
+    );
+  }
+  if (
+    signal !== undefined &&
+    !(
+      typeof signal === 'object' &&
+      signal !== null &&
+      typeof (signal as AbortSignal).aborted === 'boolean' &&
+      typeof (signal as AbortSignal).addEventListener === 'function'
+    )
+  ) {
+    throw new TypeError(
+      `withCacheContext(): options.signal must be an AbortSignal (such as an AbortController's signal), got ${describe(signal)}.`,
+    );
+  }
+}
+
+function checkFn(name: string, fn: unknown): void {
+  if (typeof fn !== 'function') {
+    throw new TypeError(
+      `${name}(): fn must be the function to run inside the scope, such as () => next(), got ${describe(fn)}.`,
+    );
+  }
+}
+
+/**
+ * Run `fn` with a request cache. Inside an active, not yet ended cache it reuses that
+ * cache (and ignores `options`); otherwise it opens a new one for `fn` and everything
+ * `fn` starts, across every `await` and callback. Returns what `fn` returns.
+ *
+ * @example
+ * ```ts
+ * await withCacheContext(async () => {
+ *   await renderPage(); // every getUser(1) inside loads user 1 once
+ * }, { signal: request.signal });
+ * ```
+ */
+export function withCacheContext<T>(fn: () => T, options?: CacheContextOptions): T {
+  checkFn('withCacheContext', fn);
+  const store = storage ?? scopeStorage();
+  const parent = store.getStore();
+  if (parent?.cache !== undefined && !parent.cache.ended) return fn();
+  checkOptions(options);
+  const cache = new Cache(
+    options?.lifetime ?? DEFAULT_LIFETIME,
+    options?.maxEntries ?? DEFAULT_MAX_ENTRIES,
+  );
+  return store.run(new Scope(cache, options?.signal ?? parent?.signal), fn);
+}
+
+/**
+ * Run `fn` with caching turned off: lookups inside call their loaders every time, and
+ * nothing inside can reach (or keep alive) the enclosing request cache, which goes on
+ * caching for the rest of the request. The request's signal is kept.
+ *
+ * @example
+ * ```ts
+ * withNoCacheContext(() => rebuildSearchIndex()); // long-running: must not hold the request cache
+ * ```
+ */
+export function withNoCacheContext<T>(fn: () => T): T {
+  checkFn('withNoCacheContext', fn);
+  const store = storage ?? scopeStorage();
+  const parent = store.getStore();
+  if (parent?.cache === undefined) return fn();
+  return store.run(new Scope(undefined, parent.signal), fn);
+}
+
+/**
+ * The active request cache, or `undefined` outside a cache context, inside
+ * `withNoCacheContext`, or once the cache has ended.
+ *
+ * @example
+ * ```ts
+ * const stats = getContextCache()?.stats(); // { hits, joins, misses, loads, errors, evictions }
+ * ```
+ */
+export function getContextCache(): EphemeralCache | undefined {
+  const cache = (storage ?? scopeStorage()).getStore()?.cache;
+  return cache === undefined || cache.ended ? undefined : cache;
+}
+
+/**
+ * The signal of the enclosing request scope: it aborts when the client disconnects or
+ * the response has been sent. `undefined` when no enclosing scope has a signal.
+ *
+ * @example
+ * ```ts
+ * const rows = await db.query(sql, { signal: currentSignal() });
+ * ```
+ */
+export function currentSignal(): AbortSignal | undefined {
+  return (storage ?? scopeStorage()).getStore()?.signal;
+}

@@ -1,0 +1,59 @@
+/**
+ * The shared tier's public types, kept apart from its implementation so the request
+ * cache (`contextCached`) can accept a shared cache without loading lru-cache or ioredis.
+ */
+
+import type { CacheKey } from '../keys.js';
+
+/** What a shared-tier loader receives: the signal of the shared load. */
+export interface SharedLoaderContext {
+  /** Aborts only when every caller waiting for this load has given up. */
+  readonly signal: AbortSignal;
+}
+
+/** Per-call options of a shared cache. */
+export interface SharedSetOptions {
+  /** Time to live of this entry, in ms (default: the cache's `ttl`). */
+  ttl?: number;
+}
+
+/**
+ * Registered symbol under which a shared cache offers a view scoped to one group, as
+ * `contextCached(group, loader, { shared })` uses it. Registered so two copies of this
+ * package (ESM and CJS) understand each other's caches.
+ */
+export const GROUP_VIEW: unique symbol = Symbol.for('context-cache.shared.group.v1') as never;
+
+/** A shared cache seen through one group: its keys are prefixed with the group. */
+export interface SharedGroupView<V> {
+  getOrLoad(
+    key: CacheKey,
+    loader: (key: CacheKey, ctx: SharedLoaderContext) => V | PromiseLike<V>,
+    options?: SharedSetOptions,
+  ): Promise<V>;
+  delete(key: CacheKey): Promise<void>;
+}
+
+/** A process-wide or cross-process cache, made by `createSharedCache()`. */
+export interface SharedCache<V> {
+  /**
+   * The stored value, else the value of a load of the same key already running in this
+   * process, else the loader's value (written back in the background). Never rejects
+   * for a store fault; rejects only with the loader's own error.
+   */
+  getOrLoad<K extends CacheKey>(
+    key: K,
+    loader: (key: K, ctx: SharedLoaderContext) => V | PromiseLike<V>,
+    options?: SharedSetOptions,
+  ): Promise<V>;
+  /** The stored value, or `undefined` on a miss (also when the store is down or slow). */
+  get(key: CacheKey): Promise<V | undefined>;
+  /** Store a value; rejects when the store is down or the value is too large. */
+  set(key: CacheKey, value: V, options?: SharedSetOptions): Promise<void>;
+  /** Drop a key; rejects when the store is down. */
+  delete(key: CacheKey): Promise<void>;
+  /** Wait for pending write-backs, then close the store. */
+  close(): Promise<void>;
+  /** The view used by `contextCached(group, loader, { shared })`. */
+  readonly [GROUP_VIEW]: (group: string) => SharedGroupView<V>;
+}

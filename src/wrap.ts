@@ -1,0 +1,212 @@
+/**
+ * The lookup functions: memoize a load in the active request cache, or pass through to
+ * the loader when there is none (Gitea's behaviour outside a cache context).
+ */
+
+import { type CacheKey, checkGroup, checkLoader, encodeKey } from './keys.js';
+import { currentScope, type LoaderContext } from './scope.js';
+import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
+import { describe, type StackCut } from './warnings.js';
+
+const NO_CONTEXT: LoaderContext = Object.freeze({});
+
+function lookup<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  cut: StackCut,
+): Promise<T> {
+  const scope = currentScope();
+  if (scope !== undefined && scope.cache !== undefined) {
+    return scope.cache.fetch(group, key, loader as never, scope.loaderContext, cut) as Promise<T>;
+  }
+  checkGroup('getWithContextCache', group);
+  checkLoader('getWithContextCache', loader);
+  encodeKey('getWithContextCache', key); // validates the key: the same TypeError as with a cache
+  try {
+    return Promise.resolve(loader(key, scope?.loaderContext ?? NO_CONTEXT));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/**
+ * Load `key` of `group` once per request: the first call runs `loader` and stores its
+ * promise; every later or concurrent call in the same request gets that same promise.
+ * A failed load is not stored (the next call loads again). Outside a cache context the
+ * loader runs every time. The loader receives the key and `{ signal }`, the request's
+ * signal.
+ *
+ * @example
+ * ```ts
+ * const user = await getWithContextCache('user', id, (id, { signal }) => db.findUser(id, { signal }));
+ * ```
+ */
+export function getWithContextCache<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+): Promise<T> {
+  return lookup(group, key, loader, getWithContextCache);
+}
+
+/**
+ * The synchronous variant: returns the stored value, or runs `loader` now and stores
+ * what it returns (a throw is not stored). It shares entries with
+ * `getWithContextCache`; when it meets a load still in flight it runs its own loader.
+ *
+ * @example
+ * ```ts
+ * // one DataLoader per request, however many code paths ask for it
+ * const loader = getWithContextCacheSync('loaders', 'user', () => new DataLoader(batchUsers));
+ * ```
+ */
+export function getWithContextCacheSync<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K) => T,
+): T {
+  const cache = currentScope()?.cache;
+  if (cache !== undefined) {
+    return cache.fetchSync(group, key, loader as never, getWithContextCacheSync) as T;
+  }
+  checkGroup('getWithContextCacheSync', group);
+  checkLoader('getWithContextCacheSync', loader);
+  encodeKey('getWithContextCacheSync', key);
+  return loader(key);
+}
+
+function validateOutside(fn: string, group: unknown, key: unknown): void {
+  checkGroup(fn, group);
+  encodeKey(fn, key);
+}
+
+/**
+ * The value stored under `(group, key)` in the request cache, or `undefined` (also
+ * while its load is still in flight, and outside a cache context).
+ *
+ * @example
+ * ```ts
+ * const user = getContextData('user', 1) as User | undefined;
+ * ```
+ */
+export function getContextData(group: string, key: CacheKey): unknown {
+  const cache = currentScope()?.cache;
+  if (cache !== undefined) return cache.getData('getContextData', group, key, getContextData);
+  validateOutside('getContextData', group, key);
+  return undefined;
+}
+
+/**
+ * Whether a value is stored under `(group, key)` (a stored `undefined` counts).
+ *
+ * @example
+ * ```ts
+ * if (!hasContextData('setting', 'theme')) setContextData('setting', 'theme', await loadTheme());
+ * ```
+ */
+export function hasContextData(group: string, key: CacheKey): boolean {
+  const cache = currentScope()?.cache;
+  if (cache !== undefined) return cache.hasData('hasContextData', group, key, hasContextData);
+  validateOutside('hasContextData', group, key);
+  return false;
+}
+
+/**
+ * Store a value under `(group, key)` for the rest of the request; a no-op outside a
+ * cache context. Replacing a value keeps its place in the eviction order.
+ *
+ * @example
+ * ```ts
+ * setContextData('user', user.id, user); // after loading a list, seed the per-id entries
+ * ```
+ */
+export function setContextData(group: string, key: CacheKey, value: unknown): void {
+  const cache = currentScope()?.cache;
+  if (cache !== undefined) {
+    cache.setData('setContextData', group, key, value, setContextData);
+    return;
+  }
+  validateOutside('setContextData', group, key);
+}
+
+/**
+ * Drop `(group, key)` from the request cache, so the next lookup loads again. A load
+ * in flight still settles for the callers already waiting on it.
+ *
+ * @example
+ * ```ts
+ * await db.renameUser(id, name);
+ * removeContextData('user', id);
+ * ```
+ */
+export function removeContextData(group: string, key: CacheKey): void {
+  const cache = currentScope()?.cache;
+  if (cache !== undefined) {
+    cache.removeData('removeContextData', group, key, removeContextData);
+    return;
+  }
+  validateOutside('removeContextData', group, key);
+}
+
+/** A getter made by `contextCached`: call it with a key, or invalidate or prime a key. */
+export interface ContextCachedFunction<K extends CacheKey, T> {
+  (key: K): Promise<T>;
+  /**
+   * Drop `key` from the request cache at once and from the shared tier, if any. The
+   * promise resolves when the shared store has dropped the key and other instances
+   * have been told; it rejects when the shared store could not be reached.
+   */
+  invalidate(key: K): Promise<void>;
+  /** Store `value` for `key` in the request cache, replacing any value there. */
+  prime(key: K, value: T): void;
+}
+
+/** Options of `contextCached`. */
+export interface ContextCachedOptions<T> {
+  /** A shared tier behind the request cache, made by `createSharedCache()`. */
+  shared?: SharedCache<T>;
+}
+
+/**
+ * Wrap a repository getter: the returned function loads each key once per request,
+ * reading the request cache first, then the shared tier (if given), then `loader`.
+ *
+ * @example
+ * ```ts
+ * export const getUserById = contextCached('user', (id: number) => db.users.find(id));
+ * await getUserById(1); // loads
+ * await getUserById(1); // same request: served from the request cache
+ * ```
+ */
+export function contextCached<K extends CacheKey, T>(
+  group: string,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: ContextCachedOptions<T>,
+): ContextCachedFunction<K, T> {
+  checkGroup('contextCached', group);
+  checkLoader('contextCached', loader);
+  const shared = options?.shared;
+  let view: SharedGroupView<T> | undefined;
+  if (shared !== undefined) {
+    if (typeof shared !== 'object' || shared === null || typeof shared[GROUP_VIEW] !== 'function') {
+      throw new TypeError(
+        `contextCached(): options.shared must be a cache made by createSharedCache(), got ${describe(shared)}.`,
+      );
+    }
+    view = shared[GROUP_VIEW](group);
+  }
+  const load: (key: K, ctx: LoaderContext) => T | PromiseLike<T> =
+    view === undefined
+      ? loader
+      : (key) => view.getOrLoad(key, loader as (key: CacheKey, ctx: LoaderContext) => T);
+  const cached = (key: K): Promise<T> => lookup(group, key, load, cached);
+  cached.invalidate = (key: K): Promise<void> => {
+    removeContextData(group, key);
+    return view === undefined ? Promise.resolve() : view.delete(key);
+  };
+  cached.prime = (key: K, value: T): void => {
+    setContextData(group, key, value);
+  };
+  return cached;
+}
