@@ -3,6 +3,12 @@
  * AsyncLocalStorage. See the README for the concepts and DESIGN for the contract.
  */
 
+export {
+  BackgroundError,
+  type BackgroundErrorCode,
+  type DetachOptions,
+  detach,
+} from './background.js';
 export type { CacheStats, EphemeralCache } from './ephemeral.js';
 export type { CacheKey, KeyPart } from './keys.js';
 export {
