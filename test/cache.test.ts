@@ -1,0 +1,419 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import {
+  contextCached,
+  currentSignal,
+  getContextCache,
+  getContextData,
+  getWithContextCache,
+  getWithContextCacheSync,
+  hasContextData,
+  removeContextData,
+  setContextData,
+  withCacheContext,
+  withNoCacheContext,
+} from '../src/index.js';
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+let unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => unhandled.push(reason);
+beforeEach(() => {
+  unhandled = [];
+  process.on('unhandledRejection', onUnhandled);
+});
+afterEach(async () => {
+  await tick();
+  await tick();
+  process.off('unhandledRejection', onUnhandled);
+  expect(unhandled).toEqual([]);
+});
+
+describe('no scope, no caching', () => {
+  it('calls the loader every time outside a cache context', async () => {
+    const loader = vi.fn(async (id: number) => ({ id }));
+    expect(await getWithContextCache('user', 1, loader)).toEqual({ id: 1 });
+    expect(await getWithContextCache('user', 1, loader)).toEqual({ id: 1 });
+    expect(getWithContextCacheSync('user', 1, (id) => id + 1)).toBe(2);
+    expect(loader).toHaveBeenCalledTimes(2);
+    expect(getContextCache()).toBeUndefined();
+  });
+
+  it('makes setContextData a no-op and reads nothing', () => {
+    setContextData('setting', 'theme', 'dark');
+    expect(getContextData('setting', 'theme')).toBeUndefined();
+    expect(hasContextData('setting', 'theme')).toBe(false);
+    removeContextData('setting', 'theme');
+  });
+});
+
+describe('in-flight dedup', () => {
+  it('hands every concurrent caller the same pending promise and runs the loader once', async () => {
+    await withCacheContext(async () => {
+      const d = deferred<string>();
+      const loader = vi.fn(() => d.promise);
+      const calls = Array.from({ length: 100 }, () => getWithContextCache('user', 7, loader));
+      expect(new Set(calls).size).toBe(1);
+      expect(loader).toHaveBeenCalledTimes(1);
+      d.resolve('ada');
+      expect(await Promise.all(calls)).toEqual(Array(100).fill('ada'));
+      // Later calls are hits on the same stored promise.
+      expect(getWithContextCache('user', 7, loader)).toBe(calls[0]);
+      expect(loader).toHaveBeenCalledTimes(1);
+      expect(getContextCache()?.stats()).toEqual({
+        hits: 1,
+        joins: 99,
+        misses: 1,
+        loads: 1,
+        errors: 0,
+        evictions: 0,
+      });
+    });
+  });
+
+  it('passes the key and the request signal to the loader', async () => {
+    const controller = new AbortController();
+    await withCacheContext(
+      async () => {
+        const loader = vi.fn(async (key: number, ctx: { signal?: AbortSignal }) => {
+          expect(ctx.signal).toBe(controller.signal);
+          return key * 2;
+        });
+        expect(await getWithContextCache('double', 21, loader)).toBe(42);
+        expect(loader).toHaveBeenCalledWith(21, { signal: controller.signal });
+        expect(currentSignal()).toBe(controller.signal);
+      },
+      { signal: controller.signal },
+    );
+  });
+
+  it('keeps groups apart', async () => {
+    await withCacheContext(async () => {
+      expect(await getWithContextCache('user', 1, async () => 'user 1')).toBe('user 1');
+      expect(await getWithContextCache('repo', 1, async () => 'repo 1')).toBe('repo 1');
+      expect(await getWithContextCache('user', 1, async () => 'other')).toBe('user 1');
+    });
+  });
+
+  it('caches a loader that returns a plain value or a thenable', async () => {
+    await withCacheContext(async () => {
+      const plain = vi.fn(() => 5);
+      expect(await getWithContextCache('n', 1, plain)).toBe(5);
+      expect(await getWithContextCache('n', 1, plain)).toBe(5);
+      expect(plain).toHaveBeenCalledTimes(1);
+      const thenable = vi.fn(
+        () =>
+          ({
+            // biome-ignore lint/suspicious/noThenProperty: a PromiseLike on purpose
+            then: (resolve: (v: number) => void) => resolve(6),
+          }) as unknown as PromiseLike<number>,
+      );
+      expect(await getWithContextCache('n', 2, thenable)).toBe(6);
+      expect(await getWithContextCache('n', 2, thenable)).toBe(6);
+      expect(thenable).toHaveBeenCalledTimes(1);
+    });
+  });
+});
+
+describe('errors are not cached', () => {
+  it('rejects every waiter with the loader error, removes the entry, loads again next time', async () => {
+    await withCacheContext(async () => {
+      const d = deferred<string>();
+      const boom = new Error('db down');
+      let calls = 0;
+      const loader = () => (++calls === 1 ? d.promise : Promise.resolve('recovered'));
+      const waiters = Array.from({ length: 5 }, () => getWithContextCache('user', 1, loader));
+      d.reject(boom);
+      const results = await Promise.allSettled(waiters);
+      for (const r of results) expect(r).toEqual({ status: 'rejected', reason: boom });
+      expect(hasContextData('user', 1)).toBe(false);
+      expect(await getWithContextCache('user', 1, loader)).toBe('recovered');
+      expect(calls).toBe(2);
+      expect(getContextCache()?.stats()).toMatchObject({ errors: 1, loads: 2, joins: 4 });
+    });
+  });
+
+  it('turns a loader that throws synchronously into a rejected promise', async () => {
+    await withCacheContext(async () => {
+      const boom = new Error('sync');
+      let result: Promise<unknown> | undefined;
+      expect(() => {
+        result = getWithContextCache('user', 1, () => {
+          throw boom;
+        });
+      }).not.toThrow();
+      await expect(result).rejects.toBe(boom);
+      expect(await getWithContextCache('user', 1, () => 'ok')).toBe('ok');
+    });
+    // Also outside any scope.
+    await expect(
+      getWithContextCache('user', 1, () => {
+        throw new Error('outside');
+      }),
+    ).rejects.toThrow('outside');
+  });
+
+  it('produces no unhandled rejection when nobody awaits a failed shared load', async () => {
+    await withCacheContext(async () => {
+      const d = deferred<never>();
+      const first = getWithContextCache('user', 1, () => d.promise);
+      const second = getWithContextCache('user', 1, () => d.promise);
+      d.reject(new Error('nobody listens here'));
+      await Promise.allSettled([first, second]);
+    });
+    // afterEach asserts no unhandledRejection was seen.
+  });
+
+  it('rethrows a sync loader error and stores nothing', () => {
+    withCacheContext(() => {
+      expect(() =>
+        getWithContextCacheSync('user', 1, () => {
+          throw new Error('sync boom');
+        }),
+      ).toThrow('sync boom');
+      expect(hasContextData('user', 1)).toBe(false);
+      expect(getContextCache()?.stats()).toMatchObject({ errors: 1, misses: 1, loads: 1 });
+    });
+  });
+});
+
+describe('values', () => {
+  it('caches undefined and null: hits are decided by presence', async () => {
+    await withCacheContext(async () => {
+      const loader = vi.fn(async (key: string) => (key === 'u' ? undefined : null));
+      expect(await getWithContextCache('v', 'u', loader)).toBeUndefined();
+      expect(await getWithContextCache('v', 'u', loader)).toBeUndefined();
+      expect(await getWithContextCache('v', 'n', loader)).toBeNull();
+      expect(await getWithContextCache('v', 'n', loader)).toBeNull();
+      expect(loader).toHaveBeenCalledTimes(2);
+      expect(hasContextData('v', 'u')).toBe(true);
+      const sync = vi.fn(() => undefined);
+      getWithContextCacheSync('s', 1, sync);
+      getWithContextCacheSync('s', 1, sync);
+      expect(sync).toHaveBeenCalledTimes(1);
+    });
+  });
+});
+
+describe('sync and async share entries', () => {
+  it('a value loaded by either variant is seen by the other once settled', async () => {
+    await withCacheContext(async () => {
+      expect(getWithContextCacheSync('user', 1, () => 'from sync')).toBe('from sync');
+      expect(await getWithContextCache('user', 1, async () => 'from async')).toBe('from sync');
+      expect(await getWithContextCache('user', 2, async () => 'from async')).toBe('from async');
+      expect(getWithContextCacheSync('user', 2, () => 'from sync')).toBe('from async');
+      setContextData('user', 3, 'set');
+      expect(await getWithContextCache('user', 3, async () => 'x')).toBe('set');
+      expect(getWithContextCacheSync('user', 3, () => 'x')).toBe('set');
+    });
+  });
+
+  it('a sync call that meets a pending load runs its own loader (a miss and a load)', async () => {
+    await withCacheContext(async () => {
+      const d = deferred<string>();
+      const pending = getWithContextCache('user', 1, () => d.promise);
+      expect(getWithContextCacheSync('user', 1, () => 'sync value')).toBe('sync value');
+      expect(getContextCache()?.stats()).toMatchObject({ misses: 2, loads: 2 });
+      d.resolve('async value');
+      // The pending callers still get their load's value…
+      expect(await pending).toBe('async value');
+      // …and the sync result, stored later, is what the cache holds.
+      expect(getContextData('user', 1)).toBe('sync value');
+    });
+  });
+});
+
+describe('get/has/set/removeContextData', () => {
+  it('reads, writes and removes values in the request cache', async () => {
+    await withCacheContext(async () => {
+      expect(hasContextData('setting', 'theme')).toBe(false);
+      setContextData('setting', 'theme', 'dark');
+      expect(hasContextData('setting', 'theme')).toBe(true);
+      expect(getContextData('setting', 'theme')).toBe('dark');
+      setContextData('setting', 'theme', 'light');
+      expect(getContextData('setting', 'theme')).toBe('light');
+      removeContextData('setting', 'theme');
+      expect(hasContextData('setting', 'theme')).toBe(false);
+      expect(getContextData('setting', 'theme')).toBeUndefined();
+      // Data calls do not count in stats.
+      expect(getContextCache()?.stats()).toMatchObject({ hits: 0, misses: 0 });
+    });
+  });
+
+  it('a pending load has no value yet; removing it lets the next call load again', async () => {
+    await withCacheContext(async () => {
+      const d = deferred<string>();
+      const first = getWithContextCache('user', 1, () => d.promise);
+      expect(hasContextData('user', 1)).toBe(false);
+      expect(getContextData('user', 1)).toBeUndefined();
+      removeContextData('user', 1);
+      const second = getWithContextCache('user', 1, async () => 'fresh');
+      expect(second).not.toBe(first);
+      d.resolve('stale');
+      expect(await first).toBe('stale');
+      expect(await second).toBe('fresh');
+      expect(getContextData('user', 1)).toBe('fresh');
+    });
+  });
+});
+
+describe('contextCached', () => {
+  it('wraps a getter: one load per key per request, typed by its loader', async () => {
+    let loads = 0;
+    const getUser = contextCached('user', async (id: number) => {
+      loads++;
+      return { id, name: `user${id}` };
+    });
+    await withCacheContext(async () => {
+      const [a, b] = await Promise.all([getUser(1), getUser(1)]);
+      expect(a).toBe(b);
+      expect((await getUser(1)).name).toBe('user1');
+      expect(loads).toBe(1);
+    });
+    await withCacheContext(async () => {
+      await getUser(1);
+      expect(loads).toBe(2);
+    });
+  });
+
+  it('invalidate(key) drops the key so the same request reads its own write', async () => {
+    const names = new Map([[1, 'old']]);
+    const getUser = contextCached('user', async (id: number) => names.get(id));
+    await withCacheContext(async () => {
+      expect(await getUser(1)).toBe('old');
+      names.set(1, 'new');
+      expect(await getUser(1)).toBe('old');
+      await expect(getUser.invalidate(1)).resolves.toBeUndefined();
+      expect(await getUser(1)).toBe('new');
+    });
+  });
+
+  it('prime(key, value) stores a value, replacing one already there', async () => {
+    const loader = vi.fn(async (id: number) => `loaded ${id}`);
+    const getUser = contextCached('user', loader);
+    await withCacheContext(async () => {
+      getUser.prime(1, 'primed');
+      expect(await getUser(1)).toBe('primed');
+      expect(await getUser(2)).toBe('loaded 2');
+      getUser.prime(2, 'replaced');
+      expect(await getUser(2)).toBe('replaced');
+      expect(loader).toHaveBeenCalledTimes(1);
+    });
+    // Outside a scope prime is a no-op, invalidate resolves.
+    getUser.prime(1, 'nowhere');
+    await getUser.invalidate(1);
+    expect(await getUser(1)).toBe('loaded 1');
+  });
+
+  it('rejects an options.shared that is not a shared cache', () => {
+    expect(() =>
+      // @ts-expect-error: not a SharedCache
+      contextCached('user', async (id: number) => id, { shared: {} }),
+    ).toThrow(
+      new TypeError(
+        'contextCached(): options.shared must be a cache made by createSharedCache(), got an object.',
+      ),
+    );
+  });
+});
+
+describe('maxEntries', () => {
+  it('evicts the oldest inserted entries first and counts evictions', async () => {
+    await withCacheContext(
+      async () => {
+        for (let i = 0; i < 5; i++) await getWithContextCache('n', i, async () => i);
+        expect(getContextCache()?.size).toBe(3);
+        expect(hasContextData('n', 0)).toBe(false);
+        expect(hasContextData('n', 1)).toBe(false);
+        expect([2, 3, 4].map((i) => hasContextData('n', i))).toEqual([true, true, true]);
+        expect(getContextCache()?.stats().evictions).toBe(2);
+      },
+      { maxEntries: 3 },
+    );
+  });
+
+  it('bounds the cache across groups and key kinds, and re-setting keeps a key in place', () => {
+    withCacheContext(
+      () => {
+        setContextData('a', 1, 'a1');
+        setContextData('b', ['x', 1], 'bx');
+        setContextData('a', 1, 'a1 again'); // keeps its (oldest) place
+        setContextData('c', 'k', 'ck');
+        expect(hasContextData('a', 1)).toBe(false);
+        expect(getContextData('b', ['x', 1])).toBe('bx');
+        expect(getContextData('c', 'k')).toBe('ck');
+        // A removed key that comes back goes to the end of the order.
+        removeContextData('b', ['x', 1]);
+        setContextData('b', ['x', 1], 'back');
+        setContextData('d', 0, 'd0');
+        expect(hasContextData('c', 'k')).toBe(false);
+        expect(getContextData('b', ['x', 1])).toBe('back');
+        expect(getContextCache()?.stats().evictions).toBe(2);
+        expect(getContextCache()?.size).toBe(2);
+      },
+      { maxEntries: 2 },
+    );
+  });
+});
+
+describe('withCacheContext', () => {
+  it('returns what fn returns and opens one cache per call at the top level', async () => {
+    const a = withCacheContext(() => getContextCache());
+    const b = withCacheContext(() => getContextCache());
+    expect(a).toBeDefined();
+    expect(a).not.toBe(b);
+    expect(await withCacheContext(async () => 42)).toBe(42);
+  });
+
+  it('a nested call reuses the active scope and ignores its options, signal included', () => {
+    const outer = new AbortController();
+    const inner = new AbortController();
+    withCacheContext(
+      () => {
+        const cache = getContextCache();
+        withCacheContext(
+          () => {
+            expect(getContextCache()).toBe(cache);
+            expect(currentSignal()).toBe(outer.signal);
+          },
+          { signal: inner.signal, maxEntries: 1 },
+        );
+      },
+      { signal: outer.signal },
+    );
+  });
+
+  it('without a signal it inherits the enclosing scope signal; withNoCacheContext keeps it', () => {
+    const controller = new AbortController();
+    expect(currentSignal()).toBeUndefined();
+    withCacheContext(
+      () => {
+        withNoCacheContext(() => {
+          expect(currentSignal()).toBe(controller.signal);
+          withCacheContext(() => {
+            expect(getContextCache()).toBeDefined();
+            expect(currentSignal()).toBe(controller.signal);
+          });
+        });
+      },
+      { signal: controller.signal },
+    );
+  });
+
+  it('stats() returns exactly the six counters', () => {
+    withCacheContext(() => {
+      expect(Object.keys(getContextCache()?.stats() ?? {}).sort()).toEqual(
+        ['errors', 'evictions', 'hits', 'joins', 'loads', 'misses'].sort(),
+      );
+    });
+  });
+});
