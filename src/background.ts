@@ -12,7 +12,8 @@
  * (`outsideScope`), so none of them keeps a finished request's cache reachable.
  */
 
-import { outsideScope, runInScope, Scope } from './scope.js';
+import { AsyncResource } from 'node:async_hooks';
+import { outsideScope, runInScope, Scope, sharedBackgroundPool } from './scope.js';
 import { describe } from './warnings.js';
 
 /** Default timeout of a detached or background task, in ms: 30 seconds. */
@@ -185,4 +186,354 @@ export function detach<T>(fn: () => T | PromiseLike<T>, options?: DetachOptions)
   // Created outside the request scope: the timer, the signal and the promise chain must
   // not keep the request's cache reachable while the task runs.
   return outsideScope(() => launch(fn, name, timeout, new AbortController()));
+}
+
+/** Options of `runInBackground` and of a pool's `run`. */
+export interface BackgroundTaskOptions extends DetachOptions {
+  /**
+   * Told once if the task fails or times out, or is refused because the queue is full.
+   * Default: the pool's `onError`, else `console.error`. A throw inside is caught and
+   * written with `console.error`.
+   */
+  onError?: (err: Error) => void;
+}
+
+/** Options of `drainBackground` and of a pool's `drain`. */
+export interface DrainOptions {
+  /**
+   * Milliseconds to wait for running and queued tasks before the stragglers' signals
+   * are aborted and the queued tasks dropped. Default 10,000.
+   */
+  timeout?: number;
+}
+
+/** What `drainBackground` resolves with. */
+export interface DrainResult {
+  /** Names of the tasks still running or queued at the drain's timeout (empty if all finished). */
+  pending: string[];
+}
+
+/** Options of `createBackgroundPool`. */
+export interface BackgroundPoolOptions {
+  /** Tasks running at once; more wait in a FIFO queue. Default 64. */
+  concurrency?: number;
+  /** Tasks waiting at most; past it a task is not run and its `onError` is told. Default 10,000. */
+  maxQueued?: number;
+  /** Told of a failed, timed-out or refused task that has no `onError` of its own. */
+  onError?: (err: Error, name: string) => void;
+}
+
+/** A bounded set of background tasks, made by `createBackgroundPool`. */
+export interface BackgroundPool {
+  /** Start `fn` detached in this pool, or queue it; as `runInBackground`. */
+  run(fn: () => unknown, options?: BackgroundTaskOptions): void;
+  /** Wait for this pool's tasks; as `drainBackground`. */
+  drain(options?: DrainOptions): Promise<DrainResult>;
+  /** Tasks running now. */
+  readonly running: number;
+  /** Tasks waiting for a free slot. */
+  readonly queued: number;
+}
+
+/** Default `concurrency` of a pool: enough for write-backs, bounded against bursts. */
+export const DEFAULT_CONCURRENCY = 64;
+
+/** Default `maxQueued` of a pool. */
+export const DEFAULT_MAX_QUEUED = 10_000;
+
+/** Default timeout of a drain, in ms: 10 seconds, within a typical shutdown grace period. */
+export const DEFAULT_DRAIN_TIMEOUT = 10_000;
+
+interface Task {
+  readonly fn: () => unknown;
+  readonly name: string;
+  readonly timeout: number;
+  readonly onError: ((err: Error) => void) | undefined;
+  /** The submitter's async context without the request scope: the task starts in it. */
+  readonly resource: AsyncResource;
+  controller?: AbortController;
+}
+
+function isCount(value: unknown, min: number): boolean {
+  return (
+    typeof value === 'number' && value >= min && (Number.isInteger(value) || value === Infinity)
+  );
+}
+
+function checkPoolOptions(options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `createBackgroundPool(): options must be an object such as { concurrency: 8 }, got ${describe(options)}.`,
+    );
+  }
+  const { concurrency, maxQueued, onError } = options as Record<string, unknown>;
+  if (concurrency !== undefined && !isCount(concurrency, 1)) {
+    throw new TypeError(
+      `createBackgroundPool(): options.concurrency must be a positive integer, got ${describe(concurrency)}.`,
+    );
+  }
+  if (maxQueued !== undefined && !isCount(maxQueued, 0)) {
+    throw new TypeError(
+      `createBackgroundPool(): options.maxQueued must be a non-negative integer, got ${describe(maxQueued)}.`,
+    );
+  }
+  if (onError !== undefined && typeof onError !== 'function') {
+    throw new TypeError(
+      `createBackgroundPool(): options.onError must be a function (err, name) => void, got ${describe(onError)}.`,
+    );
+  }
+}
+
+function checkRunOptions(api: string, fn: unknown, options: unknown): void {
+  checkTask(api, fn, options);
+  const onError = (options as { onError?: unknown } | undefined)?.onError;
+  if (onError !== undefined && typeof onError !== 'function') {
+    throw new TypeError(
+      `${api}(): options.onError must be a function (err) => void, got ${describe(onError)}.`,
+    );
+  }
+}
+
+function checkDrainOptions(api: string, options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${api}(): options must be an object such as { timeout: 5000 }, got ${describe(options)}.`,
+    );
+  }
+  const { timeout } = options as Record<string, unknown>;
+  if (timeout !== undefined && !(typeof timeout === 'number' && timeout > 0)) {
+    throw new TypeError(
+      `${api}(): options.timeout must be a positive number of milliseconds (or Infinity), got ${describe(timeout)}.`,
+    );
+  }
+}
+
+/** A rejection value as an `Error`, for `onError(err: Error)`. */
+function asError(name: string, value: unknown): Error {
+  if (value instanceof Error) return value;
+  return new Error(`Background task "${name}" failed with a non-Error value: ${describe(value)}.`, {
+    cause: value,
+  });
+}
+
+function makePool(options: BackgroundPoolOptions | undefined, run: string, drain: string) {
+  const concurrency = options?.concurrency ?? DEFAULT_CONCURRENCY;
+  const maxQueued = options?.maxQueued ?? DEFAULT_MAX_QUEUED;
+  const poolOnError = options?.onError;
+  const running = new Set<Task>();
+  // FIFO queue as an array and a head index: `shift()` is O(n) on a 10,000-task queue.
+  let queue: Task[] = [];
+  let head = 0;
+  const idleWaiters = new Set<() => void>();
+
+  function queued(): number {
+    return queue.length - head;
+  }
+
+  /** Report a task's failure exactly once: its `onError`, else the pool's, else the console. */
+  function report(task: Task, err: Error): void {
+    try {
+      if (task.onError !== undefined) task.onError(err);
+      else if (poolOnError !== undefined) poolOnError(err, task.name);
+      else console.error(`context-cache: background task "${task.name}" failed:`, err);
+    } catch (thrown) {
+      console.error(
+        `context-cache: the onError handler of background task "${task.name}" threw:`,
+        thrown,
+      );
+    }
+  }
+
+  function settled(task: Task, err: unknown, failed: boolean): void {
+    // A task dropped by a drain's timeout is already gone: `pending` was its report.
+    if (!running.delete(task)) return;
+    if (failed) report(task, asError(task.name, err));
+    pump();
+  }
+
+  function start(task: Task): void {
+    const controller = new AbortController();
+    task.controller = controller;
+    running.add(task);
+    // Runs in the submitter's context minus the request scope, whoever starts it (the
+    // submitter itself, or a finishing task freeing a slot).
+    task.resource.runInAsyncScope(() => {
+      launch(task.fn, task.name, task.timeout, controller).then(
+        () => settled(task, undefined, false),
+        (err: unknown) => settled(task, err, true),
+      );
+    });
+  }
+
+  function pump(): void {
+    while (running.size < concurrency && head < queue.length) {
+      const next = queue[head]!;
+      queue[head++] = undefined as never;
+      if (head === queue.length) {
+        queue = [];
+        head = 0;
+      }
+      start(next);
+    }
+    if (running.size === 0 && head === queue.length) {
+      for (const wake of idleWaiters) wake();
+    }
+  }
+
+  function submit(task: Task): void {
+    if (running.size < concurrency) start(task);
+    else if (queued() < maxQueued) queue.push(task);
+    else {
+      const err = new BackgroundError(
+        `Background task "${task.name}" was not run: the queue is full (${maxQueued} tasks waiting, ${concurrency} running).`,
+        'CONTEXT_CACHE_QUEUE_FULL',
+        task.name,
+      );
+      // Reported asynchronously, like every other outcome: `run()` never calls back
+      // before it returns.
+      task.resource.runInAsyncScope(() => queueMicrotask(() => report(task, err)));
+    }
+  }
+
+  function runTask(fn: () => unknown, taskOptions?: BackgroundTaskOptions): void {
+    checkRunOptions(run, fn, taskOptions);
+    const name = taskName(fn, taskOptions?.name);
+    const timeout = taskOptions?.timeout ?? DEFAULT_TASK_TIMEOUT;
+    const onError = taskOptions?.onError;
+    // Everything the bookkeeping creates is created outside the request scope, so a
+    // finished request's cache is collectable while its tasks still run.
+    outsideScope(() =>
+      submit({
+        fn,
+        name,
+        timeout,
+        onError,
+        resource: new AsyncResource('context-cache.background'),
+      }),
+    );
+  }
+
+  function drainPool(drainOptions?: DrainOptions): Promise<DrainResult> {
+    checkDrainOptions(drain, drainOptions);
+    const timeout = drainOptions?.timeout ?? DEFAULT_DRAIN_TIMEOUT;
+    return outsideScope(
+      () =>
+        new Promise<DrainResult>((resolve) => {
+          if (running.size === 0 && head === queue.length) {
+            resolve({ pending: [] });
+            return;
+          }
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const wake = (): void => {
+            idleWaiters.delete(wake);
+            if (timer !== undefined) clearTimeout(timer);
+            resolve({ pending: [] });
+          };
+          idleWaiters.add(wake);
+          if (timeout > MAX_TIMER) return;
+          timer = setTimeout(() => {
+            idleWaiters.delete(wake);
+            const stragglers = [...running];
+            const dropped = queue.slice(head);
+            queue = [];
+            head = 0;
+            running.clear();
+            const reason = (task: Task) =>
+              new BackgroundError(
+                `Background task "${task.name}" was still running when ${drain}() timed out after ${timeout} ms; its signal was aborted.`,
+                'CONTEXT_CACHE_DRAINED',
+                task.name,
+              );
+            for (const task of stragglers) task.controller?.abort(reason(task));
+            resolve({ pending: [...stragglers, ...dropped].map((task) => task.name) });
+            // Other drains waiting on this pool see it idle now.
+            for (const other of idleWaiters) other();
+          }, timeout);
+        }),
+    );
+  }
+
+  const pool: BackgroundPool = {
+    run: runTask,
+    drain: drainPool,
+    get running() {
+      return running.size;
+    },
+    get queued() {
+      return queued();
+    },
+  };
+  return pool;
+}
+
+/**
+ * Make a pool of background tasks: at most `concurrency` run at once (default 64), at
+ * most `maxQueued` wait in a FIFO queue (default 10,000), and past that a task is not
+ * run and its `onError` gets a `BackgroundError` (code `CONTEXT_CACHE_QUEUE_FULL`)
+ * saying the queue is full. A burst of requests can never start unbounded work.
+ * A task's timeout starts when it starts running, not while it waits.
+ *
+ * @example
+ * ```ts
+ * const mail = createBackgroundPool({ concurrency: 4, onError: (err, name) => log.error({ err, name }) });
+ * mail.run(() => sendWelcomeMail(user), { name: 'welcome mail', timeout: 10_000 });
+ * process.on('SIGTERM', async () => {
+ *   const { pending } = await mail.drain({ timeout: 5000 });
+ *   if (pending.length > 0) log.warn({ pending }, 'mails not sent');
+ * });
+ * ```
+ */
+export function createBackgroundPool(options?: BackgroundPoolOptions): BackgroundPool {
+  checkPoolOptions(options);
+  return makePool(options, 'pool.run', 'pool.drain');
+}
+
+/** The default pool, shared by every copy of this package (ESM and CJS) in the process. */
+function defaultPool(): BackgroundPool {
+  return sharedBackgroundPool(() => makePool(undefined, 'runInBackground', 'drainBackground'));
+}
+
+/**
+ * Fire-and-forget `detach`: start `fn` in the default pool (64 at once, 10,000 queued),
+ * with no request cache and a signal of its own (default timeout 30 s), and return at
+ * once. A failure, a timeout or a full queue is reported exactly once — to `onError`,
+ * else `console.error` — and never thrown, never an unhandled rejection. Bad arguments
+ * throw a `TypeError` at once. `drainBackground()` waits for these tasks.
+ *
+ * @example
+ * ```ts
+ * const user = await getUser(id);
+ * // the write-back survives the response and does not keep the request cache alive:
+ * runInBackground(() => sharedCache.set(`user:${id}`, user), {
+ *   name: 'user write-back',
+ *   timeout: 1000,
+ *   onError: (err) => log.warn(err),
+ * });
+ * ```
+ */
+export function runInBackground(fn: () => unknown, options?: BackgroundTaskOptions): void {
+  defaultPool().run(fn, options);
+}
+
+/**
+ * Wait for the default pool's tasks (graceful shutdown), including tasks started while
+ * draining. At `timeout` (default 10 s) the signals of the tasks still running are
+ * aborted, queued tasks are dropped, and the promise resolves with their names in
+ * `pending`; those tasks are not reported again to `onError`. Never rejects for a task.
+ *
+ * @example
+ * ```ts
+ * process.on('SIGTERM', () => {
+ *   server.close(async () => {
+ *     const { pending } = await drainBackground({ timeout: 5000 });
+ *     if (pending.length > 0) console.warn('background tasks cut at shutdown:', pending);
+ *     process.exit(0);
+ *   });
+ * });
+ * ```
+ */
+export function drainBackground(options?: DrainOptions): Promise<DrainResult> {
+  return defaultPool().drain(options);
 }

@@ -6,8 +6,16 @@
 export {
   BackgroundError,
   type BackgroundErrorCode,
+  type BackgroundPool,
+  type BackgroundPoolOptions,
+  type BackgroundTaskOptions,
+  createBackgroundPool,
   type DetachOptions,
+  type DrainOptions,
+  type DrainResult,
   detach,
+  drainBackground,
+  runInBackground,
 } from './background.js';
 export type { CacheStats, EphemeralCache } from './ephemeral.js';
 export type { CacheKey, KeyPart } from './keys.js';

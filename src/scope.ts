@@ -58,6 +58,8 @@ const VERSION = '1';
 interface Registry {
   readonly version: string;
   readonly storage: AsyncLocalStorage<Scope>;
+  /** The default background pool (`background.ts`), created on first use. */
+  backgroundPool?: unknown;
 }
 
 type GlobalWithRegistry = typeof globalThis & { [REGISTRY_KEY]?: Registry };
@@ -75,6 +77,17 @@ export function scopeStorage(): AsyncLocalStorage<Scope> {
   }
   storage = registry.storage;
   return storage;
+}
+
+/**
+ * The process-wide default background pool, shared like the storage by every copy of
+ * this package; `create` makes it on first use.
+ */
+export function sharedBackgroundPool<T>(create: () => T): T {
+  scopeStorage();
+  const registry = (globalThis as GlobalWithRegistry)[REGISTRY_KEY]!;
+  registry.backgroundPool ??= create();
+  return registry.backgroundPool as T;
 }
 
 /** The active scope, if any. */
