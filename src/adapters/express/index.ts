@@ -1,0 +1,1 @@
+export { type ContextCacheMiddleware, contextCache, type Options } from './express.js';

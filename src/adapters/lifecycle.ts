@@ -1,0 +1,204 @@
+/**
+ * What every adapter does, on the public core API alone: open one scope per request
+ * with `withCacheContext`, tie the scope's signal to the Node response, and when the
+ * response has been sent (or the connection closed) end the cache, abort the signal
+ * and call `onEnd` — each exactly once. Adapters differ only in how they reach the
+ * Node `ServerResponse` and where "the rest of the request" starts.
+ */
+
+import type { ServerResponse } from 'node:http';
+import onFinished from 'on-finished';
+import onHeaders from 'on-headers';
+import {
+  type CacheContextOptions,
+  type CacheStats,
+  type EphemeralCache,
+  getContextCache,
+  withCacheContext,
+} from '../index.js';
+import { describe } from '../warnings.js';
+
+/** Options every adapter takes; `Req` is the framework's own request object. */
+export interface AdapterOptions<Req> {
+  /** How long a request's cache serves, in ms (default 5 minutes). */
+  lifetime?: number;
+  /** At most this many entries per request; past it the oldest are evicted (default 10,000). */
+  maxEntries?: number;
+  /**
+   * Append `context-cache;desc="hits=H joins=J misses=M loads=L"` to the response's
+   * `Server-Timing` header, with the counts at the moment headers are written.
+   * Off by default: the counts tell a visitor something about the server.
+   */
+  serverTiming?: boolean;
+  /**
+   * Called once per request with the final counts, after the response has been sent or
+   * the connection closed (also after a disconnect or an error). A throw is reported
+   * with `process.emitWarning` and does not affect the response.
+   */
+  onEnd?: (stats: CacheStats, req: Req) => void;
+}
+
+/** Options checked once, when the middleware is created. */
+export interface Settings<Req> {
+  readonly context: CacheContextOptions;
+  readonly serverTiming: boolean;
+  readonly onEnd: ((stats: CacheStats, req: Req) => void) | undefined;
+}
+
+/** Reason of the request's signal when the client went away before the response was sent. */
+export const CLIENT_CLOSED =
+  'context-cache: the client closed the connection before the response finished';
+
+/** Reason of the request's signal once the response has been sent. */
+export const RESPONSE_FINISHED = 'context-cache: the response finished';
+
+/** Code of the warning emitted when an `onEnd` callback throws. */
+export const ON_END_FAILED = 'CONTEXT_CACHE_ON_END_FAILED';
+
+/** Check an adapter's options (the factory's `options` argument) and settle defaults. */
+export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings<Req> {
+  if (options === undefined) return { context: {}, serverTiming: false, onEnd: undefined };
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${fn}(): options must be an object such as { serverTiming: true }, got ${describe(options)}.`,
+    );
+  }
+  const { lifetime, maxEntries, serverTiming, onEnd } = options as Record<string, unknown>;
+  const context: CacheContextOptions = {};
+  if (lifetime !== undefined) {
+    if (!(typeof lifetime === 'number' && lifetime > 0)) {
+      throw new TypeError(
+        `${fn}(): options.lifetime must be a positive number of milliseconds such as 60_000, got ${describe(lifetime)}.`,
+      );
+    }
+    context.lifetime = lifetime;
+  }
+  if (maxEntries !== undefined) {
+    if (
+      !(
+        typeof maxEntries === 'number' &&
+        maxEntries >= 1 &&
+        (Number.isInteger(maxEntries) || maxEntries === Infinity)
+      )
+    ) {
+      throw new TypeError(
+        `${fn}(): options.maxEntries must be a positive integer such as 1000, got ${describe(maxEntries)}.`,
+      );
+    }
+    context.maxEntries = maxEntries;
+  }
+  if (serverTiming !== undefined && typeof serverTiming !== 'boolean') {
+    throw new TypeError(
+      `${fn}(): options.serverTiming must be true or false, got ${describe(serverTiming)}.`,
+    );
+  }
+  if (onEnd !== undefined && typeof onEnd !== 'function') {
+    throw new TypeError(
+      `${fn}(): options.onEnd must be a function such as (stats, req) => log(stats), got ${describe(onEnd)}.`,
+    );
+  }
+  return {
+    context,
+    serverTiming: serverTiming === true,
+    onEnd: onEnd as ((stats: CacheStats, req: Req) => void) | undefined,
+  };
+}
+
+/**
+ * Run `next` (the rest of the request) in a new request scope tied to `res`, and return
+ * what it returns. Inside a scope that already has a live cache (the adapter mounted
+ * twice) `next` simply runs in it: the outer adapter owns that cache and ends it.
+ */
+export function runRequest<Req, T>(
+  res: ServerResponse,
+  req: Req,
+  settings: Settings<Req>,
+  next: () => T,
+): T {
+  if (getContextCache() !== undefined) return next();
+  const controller = new AbortController();
+  return withCacheContext(
+    () => {
+      // Inside the scope just opened, so never undefined.
+      track(res, req, getContextCache()!, controller, settings);
+      return next();
+    },
+    { ...settings.context, signal: controller.signal },
+  );
+}
+
+function track<Req>(
+  res: ServerResponse,
+  req: Req,
+  cache: EphemeralCache,
+  controller: AbortController,
+  settings: Settings<Req>,
+): void {
+  if (settings.serverTiming) {
+    onHeaders(res, function writeServerTiming(this: ServerResponse) {
+      appendServerTiming(this, cache.stats());
+    });
+  }
+  let open = true;
+  // on-finished calls back once: on the response's 'finish', or when its socket closes
+  // or errors first. The callback runs in the request's (now ended) scope.
+  onFinished(res, function requestDone() {
+    if (!open) return;
+    open = false;
+    finish(
+      cache,
+      controller,
+      res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED,
+      req,
+      settings,
+    );
+  });
+}
+
+/**
+ * End a request: drop the cache, abort the request's signal with `reason`, then report
+ * the final counts to `onEnd`. Call it once per request.
+ */
+export function finish<Req>(
+  cache: EphemeralCache,
+  controller: AbortController,
+  reason: string,
+  req: Req,
+  settings: Settings<Req>,
+): void {
+  cache.end();
+  controller.abort(new Error(reason));
+  const onEnd = settings.onEnd;
+  if (onEnd === undefined) return;
+  try {
+    onEnd(cache.stats(), req);
+  } catch (err) {
+    process.emitWarning(
+      `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
+        'The response was not affected; catch errors inside onEnd.',
+      {
+        type: 'ContextCacheWarning',
+        code: ON_END_FAILED,
+        detail: err instanceof Error ? err.stack : undefined,
+      },
+    );
+  }
+}
+
+/** The `Server-Timing` entry for `stats`. */
+export function serverTimingEntry(stats: CacheStats): string {
+  return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}"`;
+}
+
+/** Append this request's entry to any `Server-Timing` header already set on `res`. */
+function appendServerTiming(res: ServerResponse, stats: CacheStats): void {
+  const entry = serverTimingEntry(stats);
+  const previous = res.getHeader('server-timing');
+  if (previous === undefined || previous === '') {
+    res.setHeader('Server-Timing', entry);
+  } else if (Array.isArray(previous)) {
+    res.setHeader('Server-Timing', [...previous, entry]);
+  } else {
+    res.setHeader('Server-Timing', `${String(previous)}, ${entry}`);
+  }
+}
