@@ -8,6 +8,7 @@
  */
 
 import { now } from './clock.js';
+import { publishEnd, traceLoad, tracingLoads } from './diagnostics.js';
 import { type CacheKey, checkGroup, checkLoader, encodeComposite, keyError } from './keys.js';
 import type { LoaderContext } from './scope.js';
 import { ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
@@ -170,6 +171,7 @@ export class Cache implements EphemeralCache {
     this.head = undefined;
     this.tail = undefined;
     this.count = 0;
+    publishEnd(this);
   }
 
   /** Whether the cache can serve: false once ended or expired. */
@@ -250,7 +252,9 @@ export class Cache implements EphemeralCache {
       map = this.primitives?.get(group);
     }
     if (this.closed || now() >= this.deadline) {
-      if (!this.stillServing('getWithContextCache', cut)) return this.passThrough(key, loader, ctx);
+      if (!this.stillServing('getWithContextCache', cut)) {
+        return this.passThrough(group, key, loader, ctx);
+      }
     }
     if (map !== undefined) {
       const entry = map.get(mapKey);
@@ -267,13 +271,22 @@ export class Cache implements EphemeralCache {
     return this.load(group, key, mapKey, loader, ctx);
   }
 
-  private passThrough(key: CacheKey, loader: Loader, ctx: LoaderContext): Promise<unknown> {
+  private passThrough(
+    group: string,
+    key: CacheKey,
+    loader: Loader,
+    ctx: LoaderContext,
+  ): Promise<unknown> {
     if (!this.isEnded) {
       this.misses++;
       this.loads++;
     }
     try {
-      return Promise.resolve(loader(key as never, ctx));
+      return Promise.resolve(
+        tracingLoads()
+          ? traceLoad(group, key, false, false, () => loader(key as never, ctx))
+          : loader(key as never, ctx),
+      );
     } catch (err) {
       if (!this.isEnded) this.errors++;
       return Promise.reject(err);
@@ -291,7 +304,9 @@ export class Cache implements EphemeralCache {
     this.loads++;
     let result: unknown;
     try {
-      result = loader(key as never, ctx);
+      result = tracingLoads()
+        ? traceLoad(group, key, false, true, () => loader(key as never, ctx))
+        : loader(key as never, ctx);
     } catch (err) {
       // Errors are not cached: a throwing loader rejects this call and stores nothing.
       this.errors++;
@@ -328,7 +343,7 @@ export class Cache implements EphemeralCache {
     checkGroup(fn, group);
     checkLoader(fn, loader);
     const [map, mapKey] = this.slot(fn, group, key);
-    if (!this.serving(fn, cut)) return this.passThroughSync(key, loader);
+    if (!this.serving(fn, cut)) return this.passThroughSync(group, key, loader);
     const entry = map?.get(mapKey);
     if (entry?.settled) {
       this.hits++;
@@ -339,7 +354,9 @@ export class Cache implements EphemeralCache {
     this.loads++;
     let value: unknown;
     try {
-      value = loader(key as never);
+      value = tracingLoads()
+        ? traceLoad(group, key, true, true, () => loader(key as never))
+        : loader(key as never);
     } catch (err) {
       this.errors++;
       throw err;
@@ -353,13 +370,15 @@ export class Cache implements EphemeralCache {
     return value;
   }
 
-  private passThroughSync(key: CacheKey, loader: SyncLoader): unknown {
+  private passThroughSync(group: string, key: CacheKey, loader: SyncLoader): unknown {
     if (!this.isEnded) {
       this.misses++;
       this.loads++;
     }
     try {
-      return loader(key as never);
+      return tracingLoads()
+        ? traceLoad(group, key, true, false, () => loader(key as never))
+        : loader(key as never);
     } catch (err) {
       if (!this.isEnded) this.errors++;
       throw err;

@@ -17,6 +17,11 @@ export {
   drainBackground,
   runInBackground,
 } from './background.js';
+export {
+  diagnosticsChannels,
+  type EndMessage,
+  type LoadMessage,
+} from './diagnostics.js';
 export type { CacheStats, EphemeralCache } from './ephemeral.js';
 export type { CacheKey, KeyPart } from './keys.js';
 export {
