@@ -8,13 +8,22 @@
  * fresh signal that aborts only on the task's own timeout; every other
  * AsyncLocalStorage (a tracing id, a logger's context) is still inherited.
  *
- * Every timer, promise and signal created here is created outside the request scope
- * (`outsideScope`), so none of them keeps a finished request's cache reachable.
+ * Every timer, promise and signal created here is created in a scope with no cache
+ * (the task's own, or `BLANK` for the bookkeeping), so none of them keeps a finished
+ * request's cache reachable: each async resource carries the scope it was created in.
  */
 
 import { AsyncResource } from 'node:async_hooks';
-import { outsideScope, runInScope, Scope, sharedBackgroundPool } from './scope.js';
+import { runInScope, Scope, sharedBackgroundPool } from './scope.js';
 import { describe } from './warnings.js';
+
+/**
+ * The scope of the pools' bookkeeping: no cache, no signal. Running it in a scope of its
+ * own (rather than `outsideScope`, which on Node 20 only switches the storage off until
+ * a nested `run` switches it back on) keeps the caller's request scope out of every
+ * promise, timer and async resource it creates.
+ */
+const BLANK = new Scope(undefined, undefined);
 
 /** Default timeout of a detached or background task, in ms: 30 seconds. */
 export const DEFAULT_TASK_TIMEOUT = 30_000;
@@ -103,10 +112,22 @@ export function checkTask(api: string, fn: unknown, options: unknown): void {
 
 /**
  * Start `fn` detached, with `controller`'s signal as its scope's signal, and settle with
- * its result; abort the signal (and reject) at `timeout`. Must be called outside any
- * request scope: everything created here inherits the caller's async context.
+ * its result; abort the signal (and reject) at `timeout`. The promise, the timer and the
+ * promise chain are all created inside the detached scope, so each of them carries that
+ * scope (no cache, only the signal) rather than the caller's request scope.
  */
 export function launch<T>(
+  fn: () => T | PromiseLike<T>,
+  name: string,
+  timeout: number,
+  controller: AbortController,
+): Promise<T> {
+  return runInScope(new Scope(undefined, controller.signal), () =>
+    settle(fn, name, timeout, controller),
+  );
+}
+
+function settle<T>(
   fn: () => T | PromiseLike<T>,
   name: string,
   timeout: number,
@@ -139,7 +160,7 @@ export function launch<T>(
     }
     let result: T | PromiseLike<T>;
     try {
-      result = runInScope(new Scope(undefined, signal), fn);
+      result = fn();
     } catch (err) {
       done();
       reject(err);
@@ -183,9 +204,7 @@ export function detach<T>(fn: () => T | PromiseLike<T>, options?: DetachOptions)
   checkTask('detach', fn, options);
   const name = taskName(fn, options?.name);
   const timeout = options?.timeout ?? DEFAULT_TASK_TIMEOUT;
-  // Created outside the request scope: the timer, the signal and the promise chain must
-  // not keep the request's cache reachable while the task runs.
-  return outsideScope(() => launch(fn, name, timeout, new AbortController()));
+  return launch(fn, name, timeout, new AbortController());
 }
 
 /** Options of `runInBackground` and of a pool's `run`. */
@@ -402,9 +421,9 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
     const name = taskName(fn, taskOptions?.name);
     const timeout = taskOptions?.timeout ?? DEFAULT_TASK_TIMEOUT;
     const onError = taskOptions?.onError;
-    // Everything the bookkeeping creates is created outside the request scope, so a
-    // finished request's cache is collectable while its tasks still run.
-    outsideScope(() =>
+    // The bookkeeping runs in the blank scope, not the request's: a finished request's
+    // cache stays collectable while its tasks still run.
+    runInScope(BLANK, () =>
       submit({
         fn,
         name,
@@ -418,7 +437,8 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
   function drainPool(drainOptions?: DrainOptions): Promise<DrainResult> {
     checkDrainOptions(drain, drainOptions);
     const timeout = drainOptions?.timeout ?? DEFAULT_DRAIN_TIMEOUT;
-    return outsideScope(
+    return runInScope(
+      BLANK,
       () =>
         new Promise<DrainResult>((resolve) => {
           if (running.size === 0 && head === queue.length) {
