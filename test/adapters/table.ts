@@ -99,6 +99,11 @@ interface RequestOptions {
   method?: string;
   json?: unknown;
   agent?: Agent;
+  /**
+   * Send the headers first and the body this many ms later, so the server parses the
+   * body from a later packet, in the socket's async context rather than the request's.
+   */
+  bodyDelay?: number;
 }
 
 function send(port: number, path: string, options: RequestOptions = {}): Promise<Response> {
@@ -111,7 +116,13 @@ function send(port: number, path: string, options: RequestOptions = {}): Promise
         path,
         method: options.method ?? (payload === undefined ? 'GET' : 'POST'),
         agent: options.agent ?? false,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+        headers:
+          payload === undefined
+            ? {}
+            : {
+                'content-type': 'application/json',
+                'content-length': String(Buffer.byteLength(payload)),
+              },
       },
       (res) => {
         let body = '';
@@ -131,7 +142,12 @@ function send(port: number, path: string, options: RequestOptions = {}): Promise
       },
     );
     req.on('error', reject);
-    req.end(payload);
+    if (options.bodyDelay === undefined || payload === undefined) {
+      req.end(payload);
+    } else {
+      req.flushHeaders();
+      setTimeout(() => req.end(payload), options.bodyDelay);
+    }
   });
 }
 
@@ -328,7 +344,7 @@ export function adapterTable(driver: Driver): void {
           },
         },
       });
-      const reply = await send(app.port, '/users', { json: { id: 7 } });
+      const reply = await send(app.port, '/users', { json: { id: 7 }, bodyDelay: 20 });
       expect(JSON.parse(reply.body)).toEqual({ user: { id: 7, name: 'user 7' }, cached: true });
       expect(users.loads).toBe(1);
     });
@@ -352,8 +368,8 @@ export function adapterTable(driver: Driver): void {
         },
       });
       const [a, b] = await Promise.all([
-        send(app.port, '/race?name=a', { json: { name: 'a' } }),
-        send(app.port, '/race?name=b', { json: { name: 'b' } }),
+        send(app.port, '/race?name=a', { json: { name: 'a' }, bodyDelay: 20 }),
+        send(app.port, '/race?name=b', { json: { name: 'b' }, bodyDelay: 10 }),
       ]);
       expect(JSON.parse(a.body)).toEqual({ who: 'a', value: 'value of a' });
       expect(JSON.parse(b.body)).toEqual({ who: 'b', value: 'value of b' });
