@@ -1,0 +1,30 @@
+import type { Context, Middleware } from 'koa';
+import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecycle.js';
+
+/** Options of the Koa middleware; `onEnd` receives Koa's `ctx`. */
+export type Options = AdapterOptions<Context>;
+
+/**
+ * Koa middleware (Koa 3 and 2) that gives every request its own cache. Mount it first,
+ * before the middleware that should see the cache. The cache ends once the response
+ * has been sent or the connection closed, so a stream set as `ctx.body` keeps it until
+ * its last byte, well after the middleware chain has returned.
+ *
+ * @example
+ * ```ts
+ * import Koa from 'koa';
+ * import { contextCache } from 'context-cache/koa';
+ *
+ * const app = new Koa();
+ * app.use(contextCache({ serverTiming: true }));
+ * app.use(async (ctx) => {
+ *   ctx.body = await getUser(ctx.query.id);
+ * });
+ * ```
+ */
+export function contextCache(options?: Options): Middleware {
+  const settings = checkAdapterOptions<Context>('contextCache', options);
+  return function contextCacheMiddleware(ctx, next) {
+    return runRequest(ctx.res, ctx, settings, next);
+  };
+}
