@@ -1,0 +1,346 @@
+// The micro suite: every contender, every scenario, one process, same run. Each
+// scenario first checks every contender's results and load counts (a wrong answer
+// stops the run), then times it with mitata. Loaders return ready values: no I/O.
+//
+//   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP]
+import { writeFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
+import { do_not_optimize, measure } from 'mitata';
+import { contenders } from './contenders/index.mjs';
+import { flag, median, option, printTable } from './lib/util.mjs';
+
+const quick = flag('--quick');
+const jsonFile = option('--json');
+const filter = new RegExp(option('--filter') ?? '.');
+
+// 200 ms of samples per trial and round (mitata's default is 642 ms): ~1.5 minutes in all.
+const timing = quick
+  ? { min_cpu_time: 5e6, min_samples: 4, warmup_samples: 1, batch_samples: 256 }
+  : { min_cpu_time: 200e6 };
+
+let seq = 1; // fresh keys, so process-wide caches miss where a new request would
+let loads = 0;
+const value = (key) => {
+  loads++;
+  return key;
+};
+const resolved = (key) => {
+  loads++;
+  return Promise.resolve(key);
+};
+const composite = (a, b) => {
+  loads++;
+  return a * 1000 + b;
+};
+
+function expect(ok, what) {
+  if (!ok) throw new Error(`correctness check failed: ${what}`);
+}
+
+/** Bytes allocated per call of `fn` (min over 5 runs of 10,000 calls, no GC inside). */
+function bytesPerCall(fn) {
+  let best = Infinity;
+  for (let r = 0; r < 5; r++) {
+    globalThis.gc?.();
+    const before = getHeapStatistics().used_heap_size;
+    for (let i = 0; i < 10_000; i++) do_not_optimize(fn());
+    const after = getHeapStatistics().used_heap_size;
+    best = Math.min(best, Math.max(0, after - before) / 10_000);
+  }
+  return best;
+}
+
+const noop = () => 1;
+const calls = new Array(1000);
+
+/**
+ * Each scenario: `applies(c)`; `prepare(c)` builds the getters once (as a module would)
+ * and returns { check, fn, inRequest?, alloc? }. `check` runs before timing and throws on
+ * a wrong result; `inRequest` means `fn` is timed inside one open request that `check`
+ * warmed; `alloc` is measured for bytes per call.
+ */
+const scenarios = [
+  {
+    id: 'hit-awaited',
+    name: 'awaited hit',
+    applies: () => true,
+    prepare(c) {
+      const get = c.getter('user', value);
+      let key = 0; // a fresh key per check, so process-wide caches start cold too
+      return {
+        inRequest: true,
+        async check() {
+          key = seq++;
+          const before = loads;
+          expect((await get(key)) === key && (await get(key)) === key, `${c.name}: hit value`);
+          expect(loads - before === (c.name === 'no cache' ? 2 : 1), `${c.name}: hit loads once`);
+        },
+        fn: () => get(key), // mitata awaits the returned promise: one await per call
+        alloc: () => get(key),
+      };
+    },
+  },
+  {
+    id: 'hit-call',
+    name: 'hit call (the promise, not awaited)',
+    applies: () => true,
+    prepare(c) {
+      const get = c.getter('user', value);
+      let key = 0;
+      return {
+        inRequest: true,
+        async check() {
+          key = seq++;
+          expect((await get(key)) === key, `${c.name}: hit value`);
+          if (c.name === 'context-cache' || c.name === 'hand-rolled ALS Map') {
+            const first = get(key);
+            expect(get(key) === first, `${c.name}: a hit returns the stored promise itself`);
+          }
+        },
+        fn: () => {
+          do_not_optimize(get(key));
+        },
+      };
+    },
+  },
+  {
+    id: 'sync-hit',
+    name: 'sync hit',
+    applies: (c) => c.syncGetter !== undefined,
+    prepare(c) {
+      const get = c.syncGetter('setting', value);
+      let key = 0;
+      return {
+        inRequest: true,
+        check() {
+          key = seq++;
+          const before = loads;
+          expect(get(key) === key && get(key) === key, `${c.name}: sync hit returns the value`);
+          expect(loads - before === (c.name === 'no cache' ? 2 : 1), `${c.name}: sync loads once`);
+        },
+        fn: () => get(key),
+        alloc: () => get(key),
+      };
+    },
+  },
+  {
+    id: 'composite-hit',
+    name: 'composite-key hit (awaited)',
+    applies: () => true,
+    prepare(c) {
+      const get = c.compositeGetter('member', composite);
+      let a = 0;
+      return {
+        inRequest: true,
+        async check() {
+          a = seq++;
+          const before = loads;
+          expect((await get(a, 4)) === a * 1000 + 4, `${c.name}: composite value`);
+          expect((await get(a, 4)) === a * 1000 + 4, `${c.name}: composite hit value`);
+          expect((await get(4, a)) === 4000 + a, `${c.name}: [4, a] is another key`);
+          const want = c.name === 'no cache' ? 3 : 2;
+          expect(loads - before === want, `${c.name}: composite loads ${loads - before}`);
+        },
+        fn: () => get(a, 4),
+      };
+    },
+  },
+  {
+    id: 'miss',
+    name: '10 awaited misses, resolved loader, new request',
+    applies: () => true,
+    prepare(c) {
+      const get = c.getter('repo', resolved);
+      const page = () =>
+        c.request(async () => {
+          const base = seq;
+          seq += 10;
+          let sum = 0;
+          for (let i = 0; i < 10; i++) sum += await get(base + i);
+          return sum - 10 * base;
+        });
+      return {
+        async check() {
+          const before = loads;
+          expect((await page()) === 45, `${c.name}: miss values`);
+          expect(loads - before === 10, `${c.name}: 10 misses load 10 times`);
+        },
+        fn: page,
+      };
+    },
+  },
+  {
+    id: 'setup',
+    name: 'per-request setup',
+    applies: (c) => c.scoped,
+    prepare(c) {
+      return {
+        check() {
+          expect(c.request(noop) === 1, `${c.name}: request returns fn's value`);
+        },
+        fn: () => c.request(noop),
+      };
+    },
+  },
+  {
+    id: 'cold-1000',
+    name: '1000 concurrent cold calls, one key, new request',
+    applies: () => true,
+    prepare(c) {
+      const get = c.getter('org', value);
+      const burst = () =>
+        c.request(async () => {
+          const key = seq++;
+          for (let i = 0; i < 1000; i++) calls[i] = get(key);
+          const values = await Promise.all(calls);
+          return values[999] === key;
+        });
+      return {
+        async check() {
+          const before = loads;
+          expect((await burst()) === true, `${c.name}: every caller gets the value`);
+          const want = c.name === 'no cache' ? 1000 : 1;
+          expect(
+            loads - before === want,
+            `${c.name}: 1000 concurrent calls load ${loads - before}`,
+          );
+        },
+        fn: burst,
+      };
+    },
+  },
+  {
+    id: 'page-40',
+    name: 'page: 40 lookups of 4 keys, new request',
+    applies: () => true,
+    prepare(c) {
+      const getUser = c.getter('page-user', value);
+      const getRepo = c.getter('page-repo', value);
+      const page = () =>
+        c.request(async () => {
+          const base = seq;
+          seq += 4;
+          let sum = 0;
+          // 10 rows: author, assignee and repo together, then the repo's owner.
+          for (let i = 0; i < 10; i++) {
+            const [a, b, r] = await Promise.all([
+              getUser(base + (i % 3)),
+              getUser(base + ((i + 1) % 3)),
+              getRepo(base + (i % 1)),
+            ]);
+            sum += a + b + r + (await getUser(base));
+          }
+          return sum - 40 * base;
+        });
+      return {
+        async check() {
+          const before = loads;
+          expect((await page()) === 19, `${c.name}: page values`);
+          const want = c.name === 'no cache' ? 40 : 4;
+          expect(loads - before === want, `${c.name}: 40 lookups load ${loads - before}`);
+        },
+        fn: page,
+      };
+    },
+  },
+  {
+    id: 'no-scope',
+    name: 'no scope: pass-through call',
+    applies: (c) => ['context-cache', 'hand-rolled ALS Map', 'no cache'].includes(c.name),
+    prepare(c) {
+      const get = c.getter('outside', value);
+      return {
+        async check() {
+          const before = loads;
+          expect((await get(5)) === 5 && (await get(5)) === 5, `${c.name}: pass-through value`);
+          expect(loads - before === 2, `${c.name}: outside a request every call loads`);
+        },
+        fn: () => get(5),
+      };
+    },
+  },
+];
+
+// Three interleaved rounds (the contender order rotates each round); a row reports the
+// median over rounds of each round's p50, so a burst of noise hits one round, not a row.
+const rounds = quick ? 1 : 3;
+const prepared = [];
+for (const scenario of scenarios) {
+  if (!filter.test(scenario.id)) continue;
+  const entries = contenders.filter((c) => scenario.applies(c));
+  prepared.push({
+    scenario,
+    entries: entries.map((c) => ({ c, s: scenario.prepare(c), runs: [] })),
+  });
+}
+for (let round = 0; round < rounds; round++) {
+  for (const { entries } of prepared) {
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[(i + round) % entries.length];
+      const { c, s } = entry;
+      const timed = async () => {
+        await s.check(); // before every timing: a contender that goes wrong stops the run
+        const stats = await measure(s.fn, timing);
+        const bytes = s.alloc === undefined || round > 0 ? undefined : bytesPerCall(s.alloc);
+        return { stats, bytes };
+      };
+      const { stats, bytes } = s.inRequest ? await c.request(timed) : await timed();
+      entry.runs.push(stats);
+      if (bytes !== undefined) entry.bytes = bytes;
+    }
+  }
+}
+const rows = [];
+for (const { scenario, entries } of prepared) {
+  for (const { c, runs, bytes } of entries) {
+    rows.push({
+      scenario: scenario.id,
+      title: scenario.name,
+      contender: c.name,
+      p50: median(runs.map((r) => r.p50)),
+      avg: median(runs.map((r) => r.avg)),
+      p99: median(runs.map((r) => r.p99)),
+      ...(bytes === undefined ? {} : { bytes }),
+    });
+  }
+}
+
+// A request cache that is not request-scoped in the end-to-end sense: the same `page`
+// must also see no entries from an earlier request (checked for the scoped contenders).
+for (const c of contenders.filter((c) => c.scoped)) {
+  const get = c.getter('isolation', value);
+  const before = loads;
+  await c.request(() => get(42));
+  await c.request(() => get(42));
+  expect(loads - before === 2, `${c.name}: a new request must not see the last one's entries`);
+}
+
+const node = process.version;
+const acf =
+  Number(node.slice(1).split('.')[0]) >= 24 &&
+  !process.execArgv.includes('--no-async-context-frame');
+console.log(`micro: Node ${node}${acf ? ' (AsyncContextFrame)' : ''}${quick ? ', quick' : ''}`);
+for (const scenario of scenarios) {
+  const mine = rows.filter((r) => r.scenario === scenario.id);
+  if (mine.length === 0) continue;
+  const ours = mine.find((r) => r.contender === 'context-cache');
+  printTable(
+    scenario.name,
+    ['contender', 'p50', 'avg', '× ours (p50)', 'bytes/call'],
+    mine.map((r) => [
+      r.contender,
+      formatNs(r.p50),
+      formatNs(r.avg),
+      ours === undefined ? '' : (r.p50 / ours.p50).toFixed(2),
+      r.bytes === undefined ? '' : r.bytes.toFixed(0),
+    ]),
+  );
+}
+if (jsonFile !== undefined)
+  writeFileSync(jsonFile, JSON.stringify({ node, acf, quick, rows }, null, 2));
+
+function formatNs(ns) {
+  if (ns < 1e3) return `${ns.toFixed(1)} ns`;
+  if (ns < 1e6) return `${(ns / 1e3).toFixed(2)} µs`;
+  return `${(ns / 1e6).toFixed(2)} ms`;
+}
