@@ -1,0 +1,142 @@
+import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { listen } from '../../../test/adapters/node.js';
+import { type AppSpec, adapterTable, type RunningApp } from '../../../test/adapters/table.js';
+import { getContextCache } from '../../index.js';
+import { contextCache, type Options } from './index.js';
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  let text = '';
+  for await (const chunk of req) text += String(chunk);
+  return JSON.parse(text);
+}
+
+adapterTable({
+  name: 'node:http',
+  pathOf: (req) => ((req as IncomingMessage).url ?? '').split('?')[0] ?? '',
+  async start(spec: AppSpec) {
+    const handler = contextCache(
+      async (req, res) => {
+        const url = new URL(req.url ?? '/', 'http://localhost');
+        const view = (body?: unknown) => ({
+          method: req.method ?? 'GET',
+          path: url.pathname,
+          query: url.searchParams,
+          body,
+        });
+        await spec.early?.(view());
+        const body = req.method === 'POST' ? await readJson(req) : undefined;
+        await spec.middleware?.(view(body));
+        const route = spec.routes[url.pathname];
+        if (route === undefined) {
+          res.writeHead(404).end();
+          return;
+        }
+        const reply = await route(view(body));
+        res.statusCode = reply.status ?? 200;
+        for (const [k, v] of Object.entries(reply.headers ?? {})) res.setHeader(k, v);
+        if (reply.stream) {
+          reply.stream.pipe(res);
+        } else {
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify(reply.json));
+        }
+      },
+      { onError: () => {}, ...(spec.options as Options) },
+    );
+    const before = spec.before;
+    return listen(
+      createServer((req, res) => {
+        before?.();
+        handler(req, res);
+      }),
+    );
+  },
+});
+
+function fetchText(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    }).on('error', reject);
+  });
+}
+
+describe('node:http errors', () => {
+  const apps: RunningApp[] = [];
+  afterEach(async () => {
+    vi.restoreAllMocks();
+    for (const app of apps.splice(0)) await app.close();
+  });
+
+  async function serve(
+    handler: (req: IncomingMessage, res: ServerResponse) => unknown,
+    options?: Options,
+  ) {
+    const app = await listen(createServer(contextCache(handler, options)));
+    apps.push(app);
+    return app;
+  }
+
+  it('answers 500 to a synchronous throw, dropping headers already set, and reports to onError', async () => {
+    const errors: [unknown, string | undefined][] = [];
+    const app = await serve(
+      (_req, res) => {
+        res.setHeader('x-secret', 'half-built');
+        throw new Error('sync boom');
+      },
+      { onError: (err, req) => errors.push([err, req.url]) },
+    );
+    const reply = await fetchText(app.port, '/sync');
+    expect(reply).toEqual({ status: 500, body: 'Internal Server Error\n' });
+    expect(errors).toHaveLength(1);
+    expect(errors.map(([err, url]) => [(err as Error).message, url])).toEqual([
+      ['sync boom', '/sync'],
+    ]);
+  });
+
+  it('logs with console.error by default', async () => {
+    const logged: unknown[] = [];
+    vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+      logged.push(args[0]);
+    });
+    const app = await serve(async () => {
+      throw new Error('async boom');
+    });
+    expect((await fetchText(app.port, '/')).status).toBe(500);
+    expect(logged.map((e) => (e as Error).message)).toEqual(['async boom']);
+  });
+
+  it('closes the connection when the handler fails after the headers went out', async () => {
+    const ended: boolean[] = [];
+    const app = await serve(
+      async (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('partial');
+        await new Promise((r) => setTimeout(r, 5));
+        ended.push(getContextCache() !== undefined);
+        throw new Error('late boom');
+      },
+      { onError: () => {} },
+    );
+    await expect(fetchText(app.port, '/')).rejects.toThrow();
+    expect(ended).toEqual([true]);
+  });
+
+  it('rejects a handler that is not a function', () => {
+    expect(() => contextCache('index.html' as never)).toThrow(
+      new TypeError(
+        'contextCache(): handler must be a request listener such as (req, res) => res.end(\'ok\'), got a string ("index.html").',
+      ),
+    );
+    expect(() => contextCache(() => {}, { onError: 1 } as never)).toThrow(
+      /options\.onError must be a function/,
+    );
+  });
+});

@@ -1,0 +1,1 @@
+export { contextCache, type Handler, type Options } from './http.js';
