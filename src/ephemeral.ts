@@ -10,7 +10,7 @@
 import { now } from './clock.js';
 import { publishEnd, traceLoad, tracingLoads } from './diagnostics.js';
 import { type CacheKey, checkGroup, checkLoader, encodeComposite, keyError } from './keys.js';
-import type { LoaderContext } from './scope.js';
+import type { LoaderContext, ScopeState } from './scope.js';
 import { ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
 
 /**
@@ -112,8 +112,18 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
   );
 }
 
-/** The request cache. Exposed to users through the `EphemeralCache` interface. */
-export class Cache implements EphemeralCache {
+/** What loaders get when their scope has no signal. */
+export const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
+
+/**
+ * The request cache. Exposed to users through the `EphemeralCache` interface. It is
+ * also the scope kept in the AsyncLocalStorage for its request (`cache` is itself), so
+ * opening a request allocates one object, not two.
+ */
+export class Cache implements EphemeralCache, ScopeState {
+  readonly cache: Cache;
+  readonly signal: AbortSignal | undefined;
+  readonly loaderContext: LoaderContext;
   private primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   private composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   private head: Entry | undefined = undefined;
@@ -133,7 +143,10 @@ export class Cache implements EphemeralCache {
   private errors = 0;
   private evictions = 0;
 
-  constructor(lifetime: number, maxEntries: number) {
+  constructor(lifetime: number, maxEntries: number, signal: AbortSignal | undefined) {
+    this.cache = this;
+    this.signal = signal;
+    this.loaderContext = signal === undefined ? EMPTY_CONTEXT : { signal };
     this.lifetime = lifetime;
     this.maxEntries = maxEntries;
     this.deadline = now() + lifetime;

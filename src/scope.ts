@@ -1,5 +1,5 @@
 /**
- * The scope: one `AsyncLocalStorage<Scope>` for the whole process. It lives on
+ * The scope: one `AsyncLocalStorage<ScopeState>` for the whole process. It lives on
  * `globalThis` under a registered symbol that carries the major version, so an ESM
  * import and a CJS require of this package (or two installs of one major version)
  * share it: a cache opened by one copy is seen by the other.
@@ -26,7 +26,13 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, type EphemeralCache } from './ephemeral.js';
+import {
+  Cache,
+  DEFAULT_LIFETIME,
+  DEFAULT_MAX_ENTRIES,
+  EMPTY_CONTEXT,
+  type EphemeralCache,
+} from './ephemeral.js';
 import { describe } from './warnings.js';
 
 /** What a loader receives besides its key. */
@@ -36,10 +42,20 @@ export interface LoaderContext {
 }
 
 /** The value kept in the AsyncLocalStorage: the request cache and the request's signal. */
-export class Scope {
+export interface ScopeState {
   readonly cache: Cache | undefined;
   readonly signal: AbortSignal | undefined;
   /** Handed to loaders; built once per scope so a load allocates no context object. */
+  readonly loaderContext: LoaderContext;
+}
+
+/**
+ * A scope without a cache of its own (inside `withNoCacheContext`, `detach`, or the
+ * pools' bookkeeping). A scope with a cache is the `Cache` itself.
+ */
+export class Scope implements ScopeState {
+  readonly cache: Cache | undefined;
+  readonly signal: AbortSignal | undefined;
   readonly loaderContext: LoaderContext;
 
   constructor(cache: Cache | undefined, signal: AbortSignal | undefined) {
@@ -49,30 +65,28 @@ export class Scope {
   }
 }
 
-const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
-
 /** Bump with the major version when `Scope` changes shape. */
 const REGISTRY_KEY = Symbol.for('context-cache.scope.v1');
 const VERSION = '1';
 
 interface Registry {
   readonly version: string;
-  readonly storage: AsyncLocalStorage<Scope>;
+  readonly storage: AsyncLocalStorage<ScopeState>;
   /** The default background pool (`background.ts`), created on first use. */
   backgroundPool?: unknown;
 }
 
 type GlobalWithRegistry = typeof globalThis & { [REGISTRY_KEY]?: Registry };
 
-let storage: AsyncLocalStorage<Scope> | undefined;
+let storage: AsyncLocalStorage<ScopeState> | undefined;
 
 /** The process-wide storage, created on first use (importing has no side effect). */
-export function scopeStorage(): AsyncLocalStorage<Scope> {
+export function scopeStorage(): AsyncLocalStorage<ScopeState> {
   if (storage !== undefined) return storage;
   const g = globalThis as GlobalWithRegistry;
   let registry = g[REGISTRY_KEY];
   if (registry === undefined) {
-    registry = { version: VERSION, storage: new AsyncLocalStorage<Scope>() };
+    registry = { version: VERSION, storage: new AsyncLocalStorage<ScopeState>() };
     Object.defineProperty(g, REGISTRY_KEY, { value: registry, enumerable: false });
   }
   storage = registry.storage;
@@ -91,12 +105,12 @@ export function sharedBackgroundPool<T>(create: () => T): T {
 }
 
 /** The active scope, if any. */
-export function currentScope(): Scope | undefined {
+export function currentScope(): ScopeState | undefined {
   return (storage ?? scopeStorage()).getStore();
 }
 
 /** Run `fn` in `scope`. */
-export function runInScope<T>(scope: Scope, fn: () => T): T {
+export function runInScope<T>(scope: ScopeState, fn: () => T): T {
   return (storage ?? scopeStorage()).run(scope, fn);
 }
 
@@ -183,12 +197,16 @@ export function withCacheContext<T>(fn: () => T, options?: CacheContextOptions):
   const store = storage ?? scopeStorage();
   const parent = store.getStore();
   if (parent?.cache !== undefined && !parent.cache.ended) return fn();
+  if (options === undefined) {
+    return store.run(new Cache(DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, parent?.signal), fn);
+  }
   checkOptions(options);
   const cache = new Cache(
-    options?.lifetime ?? DEFAULT_LIFETIME,
-    options?.maxEntries ?? DEFAULT_MAX_ENTRIES,
+    options.lifetime ?? DEFAULT_LIFETIME,
+    options.maxEntries ?? DEFAULT_MAX_ENTRIES,
+    options.signal ?? parent?.signal,
   );
-  return store.run(new Scope(cache, options?.signal ?? parent?.signal), fn);
+  return store.run(cache, fn);
 }
 
 /**
