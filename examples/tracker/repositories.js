@@ -1,0 +1,223 @@
+// Repository getters. Each is wrapped with contextCached: within one request, a user,
+// a repository, a permission or a setting is loaded once, however many code paths ask
+// for it. Users and settings also sit in a shared tier (shared.js) behind the request
+// cache, as Gitea does for its settings: request cache, then the shared cache, then SQL.
+import { contextCached, getContextCache } from 'context-cache';
+import { shared } from './shared.js';
+
+/** @typedef {import('./db.js').Database} Database */
+/** @typedef {{ id: number, login: string, name: string, createdAt: string }} User */
+/** @typedef {{ id: number, ownerId: number, name: string, description: string }} Repo */
+/** @typedef {'owner' | 'write' | 'read'} Permission */
+
+/** @type {Database | undefined} */
+let database;
+
+/**
+ * Set the database every getter reads.
+ * @param {Database} db
+ */
+export function useDatabase(db) {
+  database = db;
+}
+
+/** @returns {Database} */
+function db() {
+  if (database === undefined) throw new Error('useDatabase(db) was not called');
+  return database;
+}
+
+/**
+ * The demo's `?nocache=1` switch: a page rendered with no request cache also skips the
+ * shared tier, so its footer shows what an app without any cache would run. Background
+ * jobs have no request cache either, so they read the database directly too.
+ * @template {import('context-cache').CacheKey} K
+ * @template T
+ * @param {import('context-cache').ContextCachedFunction<K, T>} cached
+ * @param {(key: K) => Promise<T>} load
+ * @returns {import('context-cache').ContextCachedFunction<K, T>}
+ */
+function unlessCacheOff(cached, load) {
+  /** @param {K} key */
+  const get = (key) => (getContextCache() === undefined ? load(key) : cached(key));
+  get.invalidate = cached.invalidate;
+  get.prime = cached.prime;
+  return get;
+}
+
+/** @param {Record<string, any>} row @returns {User} */
+const toUser = (row) => ({
+  id: row.id,
+  login: row.login,
+  name: row.name,
+  createdAt: new Date(row.created_at).toISOString(),
+});
+
+/** @param {number} id @returns {Promise<User | null>} */
+async function loadUser(id) {
+  const [row] = await db().query('SELECT id, login, name, created_at FROM users WHERE id = $1', [
+    id,
+  ]);
+  return row ? toUser(row) : null;
+}
+
+/** @param {number} id @returns {Promise<Repo | null>} */
+async function loadRepo(id) {
+  const [row] = await db().query(
+    'SELECT id, owner_id, name, description FROM repos WHERE id = $1',
+    [id],
+  );
+  return row
+    ? { id: row.id, ownerId: row.owner_id, name: row.name, description: row.description }
+    : null;
+}
+
+/** @param {readonly [number, number]} key @returns {Promise<Permission>} */
+async function loadPermission([userId, repoId]) {
+  const repo = await getRepoById(repoId);
+  if (repo?.ownerId === userId) return 'owner';
+  const [row] = await db().query(
+    'SELECT level FROM permissions WHERE user_id = $1 AND repo_id = $2',
+    [userId, repoId],
+  );
+  // Every repository is public: anyone can read, collaborators can write.
+  return row?.level === 'write' ? 'write' : 'read';
+}
+
+/** @param {string} name @returns {Promise<string | null>} */
+async function loadSetting(name) {
+  const [row] = await db().query('SELECT value FROM settings WHERE name = $1', [name]);
+  return row ? row.value : null;
+}
+
+/** A user by id, or null. Request cache, then the shared tier, then SQL. */
+export const getUserById = unlessCacheOff(contextCached('user', loadUser, { shared }), loadUser);
+
+/** A repository by id, or null. Request cache, then SQL. */
+export const getRepoById = unlessCacheOff(contextCached('repo', loadRepo), loadRepo);
+
+/**
+ * What a user may do in a repository: 'owner', 'write' or 'read'. The key is composite,
+ * `[userId, repoId]`, compared by value.
+ */
+export const getPermission = unlessCacheOff(
+  contextCached('permission', loadPermission),
+  loadPermission,
+);
+
+/** A setting's value, or null. Request cache, then the shared tier, then SQL. */
+export const getSetting = unlessCacheOff(
+  contextCached('setting', loadSetting, { shared }),
+  loadSetting,
+);
+
+/**
+ * Rename a user, then invalidate the cached user in every tier, so the rest of this
+ * request (and every later one) reads the new name.
+ * @param {number} id
+ * @param {string} name
+ * @returns {Promise<{ updated: boolean, sharedError?: Error }>} `sharedError`: the
+ *   shared tier could not be told (other instances may serve the old name until its ttl).
+ */
+export async function renameUser(id, name) {
+  const rows = await db().query('UPDATE users SET name = $2 WHERE id = $1 RETURNING id', [
+    id,
+    name,
+  ]);
+  try {
+    await getUserById.invalidate(id);
+  } catch (err) {
+    return { updated: rows.length > 0, sharedError: /** @type {Error} */ (err) };
+  }
+  return { updated: rows.length > 0 };
+}
+
+// Plain queries: one per page, nothing to share.
+
+/**
+ * @typedef {{ id: number, repoId: number, number: number, authorId: number,
+ *   assigneeId: number | null, title: string, body: string, state: string,
+ *   createdAt: Date, updatedAt: Date, comments: number }} Issue
+ */
+
+/** @param {Record<string, any>} row @returns {Issue} */
+const toIssue = (row) => ({
+  id: row.id,
+  repoId: row.repo_id,
+  number: row.number,
+  authorId: row.author_id,
+  assigneeId: row.assignee_id,
+  title: row.title,
+  body: row.body,
+  state: row.state,
+  createdAt: new Date(row.created_at),
+  updatedAt: new Date(row.updated_at),
+  comments: Number(row.comments ?? 0),
+});
+
+const ISSUE_COLUMNS = `i.id, i.repo_id, i.number, i.author_id, i.assignee_id, i.title, i.body,
+  i.state, i.created_at, i.updated_at,
+  (SELECT count(*)::int FROM comments c WHERE c.issue_id = i.id) AS comments`;
+
+/**
+ * One page of issues, most recently updated first.
+ * @param {{ limit: number, offset: number, authorId?: number }} options
+ * @returns {Promise<{ issues: Issue[], total: number }>}
+ */
+export async function listIssues({ limit, offset, authorId }) {
+  const where = authorId === undefined ? '' : 'WHERE i.author_id = $3';
+  const params = authorId === undefined ? [limit, offset] : [limit, offset, authorId];
+  const rows = await db().query(
+    `SELECT ${ISSUE_COLUMNS}, count(*) OVER ()::int AS total FROM issues i ${where}
+     ORDER BY i.updated_at DESC, i.id DESC LIMIT $1 OFFSET $2`,
+    params,
+  );
+  return { issues: rows.map(toIssue), total: Number(rows[0]?.total ?? 0) };
+}
+
+/** @param {number} id @returns {Promise<Issue | null>} */
+export async function getIssue(id) {
+  const [row] = await db().query(`SELECT ${ISSUE_COLUMNS} FROM issues i WHERE i.id = $1`, [id]);
+  return row ? toIssue(row) : null;
+}
+
+/**
+ * @typedef {{ id: number, issueId: number, authorId: number, body: string, createdAt: Date }} Comment
+ */
+
+/** @param {number} issueId @returns {Promise<Comment[]>} */
+export async function listComments(issueId) {
+  const rows = await db().query(
+    'SELECT id, issue_id, author_id, body, created_at FROM comments WHERE issue_id = $1 ORDER BY created_at, id',
+    [issueId],
+  );
+  return rows.map((row) => ({
+    id: row.id,
+    issueId: row.issue_id,
+    authorId: row.author_id,
+    body: row.body,
+    createdAt: new Date(row.created_at),
+  }));
+}
+
+/** @param {number} ownerId @returns {Promise<number[]>} ids of the user's repositories */
+export async function listRepoIdsByOwner(ownerId) {
+  const rows = await db().query('SELECT id FROM repos WHERE owner_id = $1 ORDER BY name', [
+    ownerId,
+  ]);
+  return rows.map((row) => row.id);
+}
+
+/**
+ * Issues in batches, by id, for the export job.
+ * @param {number} afterId
+ * @param {number} limit
+ * @returns {Promise<Issue[]>}
+ */
+export async function issuesAfter(afterId, limit) {
+  const rows = await db().query(
+    `SELECT ${ISSUE_COLUMNS} FROM issues i WHERE i.id > $1 ORDER BY i.id LIMIT $2`,
+    [afterId, limit],
+  );
+  return rows.map(toIssue);
+}

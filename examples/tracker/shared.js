@@ -1,0 +1,3 @@
+// TEMPORARY until createSharedCache lands.
+export const sharedKind = 'none';
+export const shared = undefined;
