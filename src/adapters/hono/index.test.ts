@@ -1,0 +1,68 @@
+import type { Server } from 'node:http';
+import { Readable } from 'node:stream';
+import { createAdaptorServer } from '@hono/node-server';
+import { type Context, Hono } from 'hono';
+import { describe, expect, it } from 'vitest';
+import { listen } from '../../../test/adapters/node.js';
+import { type AppSpec, adapterTable } from '../../../test/adapters/table.js';
+import { type CacheStats, getContextCache, getWithContextCache } from '../../index.js';
+import { contextCache, type Options } from './index.js';
+
+function view(c: Context, body?: unknown) {
+  const url = new URL(c.req.url);
+  return { method: c.req.method, path: url.pathname, query: url.searchParams, body };
+}
+
+adapterTable({
+  name: 'hono 4 on @hono/node-server',
+  pathOf: (req) => (req as Context).req.path,
+  async start(spec: AppSpec) {
+    const app = new Hono();
+    const middleware = contextCache(spec.options as Options);
+    app.onError((_err, c) => c.text('Internal Server Error', 500));
+    const before = spec.before;
+    if (before) {
+      app.use(async (_c, next) => {
+        before();
+        await next();
+      });
+    }
+    app.use(middleware);
+    for (const [path, route] of Object.entries(spec.routes)) {
+      app.on(['GET', 'POST'], path, async (c) => {
+        await spec.early?.(view(c));
+        const body = c.req.method === 'POST' ? await c.req.json() : undefined;
+        await spec.middleware?.(view(c, body));
+        const reply = await route(view(c, body));
+        for (const [k, v] of Object.entries(reply.headers ?? {})) c.header(k, v);
+        c.status((reply.status ?? 200) as 200);
+        if (reply.stream) return c.body(Readable.toWeb(reply.stream) as ReadableStream);
+        return c.json(reply.json);
+      });
+    }
+    return listen(createAdaptorServer({ fetch: app.fetch }) as Server);
+  },
+});
+
+describe('hono without a Node response (app.request)', () => {
+  it('opens a scope for the handlers and ends it when they return', async () => {
+    const ends: CacheStats[] = [];
+    let loads = 0;
+    const app = new Hono();
+    app.use(contextCache({ serverTiming: true, onEnd: (stats) => ends.push(stats) }));
+    app.get('/', async (c) => {
+      const load = () => getWithContextCache('n', 1, async () => ++loads);
+      await load();
+      await load();
+      return c.json({ open: getContextCache() !== undefined });
+    });
+    const res = await app.request('/');
+    expect(await res.json()).toEqual({ open: true });
+    expect(res.headers.get('server-timing')).toBe(
+      'context-cache;desc="hits=1 joins=0 misses=1 loads=1"',
+    );
+    expect(loads).toBe(1);
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ hits: 1, loads: 1 });
+  });
+});

@@ -1,0 +1,1 @@
+export { contextCache, type Options } from './hono.js';
