@@ -325,13 +325,17 @@ export class Cache implements EphemeralCache, ScopeState {
       this.errors++;
       return Promise.reject(err);
     }
-    const map = this.groupMap(group, typeof key === 'object' && key !== null);
     if (!isThenable(result)) {
       const promise = Promise.resolve(result);
+      // A loader that ended the request cache (however odd) stores nothing.
+      if (this.isEnded) return promise;
+      const map = this.groupMap(group, typeof key === 'object' && key !== null);
       this.insert(map, mapKey, new Entry(map, mapKey, true, result, promise));
       return promise;
     }
     const promise = Promise.resolve(result);
+    if (this.isEnded) return promise;
+    const map = this.groupMap(group, typeof key === 'object' && key !== null);
     const entry = new Entry(map, mapKey, false, undefined, promise);
     this.insert(map, mapKey, entry);
     promise.then(
@@ -375,7 +379,9 @@ export class Cache implements EphemeralCache, ScopeState {
       throw err;
     }
     if (this.isEnded) return value;
-    if (entry !== undefined) this.replace(entry, value);
+    // The loader may itself have set or removed this key: only a still-present entry
+    // is replaced in place.
+    if (entry !== undefined && map?.get(mapKey) === entry) this.replace(entry, value);
     else {
       const target = this.groupMap(group, typeof key === 'object' && key !== null);
       this.insert(target, mapKey, new Entry(target, mapKey, true, value, undefined));
@@ -463,6 +469,10 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   private insert(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
+    // A loader that stored its own key while running (re-entrant) left an entry here:
+    // drop it, so every entry in a map is linked exactly once and eviction always ends.
+    const previous = map.get(mapKey);
+    if (previous !== undefined) this.remove(previous);
     map.set(mapKey, entry);
     const tail = this.tail;
     if (tail === undefined) this.head = entry;

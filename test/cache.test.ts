@@ -365,6 +365,53 @@ describe('maxEntries', () => {
   });
 });
 
+describe('loaders that touch their own key', () => {
+  it('a loader that stores its own key while running leaves one entry, and eviction still ends', async () => {
+    await withCacheContext(
+      async () => {
+        const value = await getWithContextCache('user', 1, () => {
+          setContextData('user', 1, 'set by the loader');
+          return Promise.resolve('loaded');
+        });
+        expect(value).toBe('loaded');
+        expect(getContextCache()?.size).toBe(1);
+        expect(
+          getWithContextCacheSync('user', 2, () => {
+            setContextData('user', 2, 'inner');
+            return 'outer';
+          }),
+        ).toBe('outer');
+        expect(getContextData('user', 2)).toBe('outer');
+        expect(getContextCache()?.size).toBe(2);
+        // Past maxEntries the oldest go, and the loop ends.
+        for (let i = 3; i < 10; i++) setContextData('user', i, i);
+        expect(getContextCache()?.size).toBe(2);
+        expect(getContextData('user', 9)).toBe(9);
+      },
+      { maxEntries: 2 },
+    );
+  });
+
+  it('a sync loader that removes its own pending key still stores its value', async () => {
+    await withCacheContext(async () => {
+      const pending = getWithContextCache(
+        'user',
+        1,
+        () => new Promise((r) => setTimeout(r, 1, 'async')),
+      );
+      expect(
+        getWithContextCacheSync('user', 1, () => {
+          removeContextData('user', 1);
+          return 'sync';
+        }),
+      ).toBe('sync');
+      expect(getContextData('user', 1)).toBe('sync');
+      expect(await pending).toBe('async');
+      expect(getContextData('user', 1)).toBe('sync');
+    });
+  });
+});
+
 describe('withCacheContext', () => {
   it('returns what fn returns and opens one cache per call at the top level', async () => {
     const a = withCacheContext(() => getContextCache());
