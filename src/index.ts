@@ -18,6 +18,13 @@ export {
   runInBackground,
 } from './background.js';
 export {
+  type CachedControls,
+  type CachedMethod,
+  type CachedMethodReplacement,
+  cached,
+  cachedControls,
+} from './decorator.js';
+export {
   diagnosticsChannels,
   type EndMessage,
   type LoadMessage,
