@@ -4,9 +4,8 @@
 import assert from 'node:assert/strict';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as esm from 'context-cache';
 
 const require = createRequire(import.meta.url);
@@ -14,9 +13,12 @@ const cjs = require('context-cache');
 
 assert.notEqual(esm.withCacheContext, cjs.withCacheContext, 'two module instances expected');
 
-// A second copy of the package, as if installed twice (two versions of one major).
+// A second copy of the package, as if installed twice (two versions of one major). It
+// lives under the project's node_modules so it resolves the same dependencies.
 const root = new URL('../../', import.meta.url);
-const dir = mkdtempSync(join(tmpdir(), 'context-cache-copy-'));
+const cacheDir = fileURLToPath(new URL('node_modules/.cache/', root));
+mkdirSync(cacheDir, { recursive: true });
+const dir = mkdtempSync(join(cacheDir, 'context-cache-copy-'));
 const copy = join(dir, 'node_modules', 'context-cache');
 mkdirSync(copy, { recursive: true });
 cpSync(new URL('dist', root), join(copy, 'dist'), { recursive: true });
