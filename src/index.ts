@@ -39,10 +39,20 @@ export {
   withCacheContext,
   withNoCacheContext,
 } from './scope.js';
+export {
+  createSharedCache,
+  type Serializer,
+  type SharedCacheOptions,
+  type SharedErrorInfo,
+  type SharedLockOptions,
+} from './shared/index.js';
+export { type MemoryStore, type MemoryStoreOptions, memoryStore } from './shared/memory.js';
 export type {
   SharedCache,
   SharedLoaderContext,
   SharedSetOptions,
+  Store,
+  StoreValue,
 } from './shared/types.js';
 export {
   type ContextCachedFunction,

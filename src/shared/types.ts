@@ -57,3 +57,49 @@ export interface SharedCache<V> {
   /** The view used by `contextCached(group, loader, { shared })`. */
   readonly [GROUP_VIEW]: (group: string) => SharedGroupView<V>;
 }
+
+/** What a store keeps: the encoded envelope of a value. */
+export type StoreValue = string | Buffer;
+
+/**
+ * The tiny interface behind a shared cache: `memoryStore()`, `redisStore()` and
+ * `tieredStore()` implement it, and so can any other backend. Keys arrive fully
+ * encoded (namespace included); values arrive encoded by the cache's serializer. A
+ * failed or slow operation rejects (or is cut by the cache's timeouts); the cache turns
+ * that into a miss and reports the outage.
+ *
+ * @example
+ * ```ts
+ * // a store over a Map, without expiry (for illustration only)
+ * const map = new Map<string, StoreValue>();
+ * const store: Store = {
+ *   get: async (key) => map.get(key),
+ *   set: async (key, value) => void map.set(key, value),
+ *   delete: async (key) => void map.delete(key),
+ *   close: async () => map.clear(),
+ * };
+ * ```
+ */
+export interface Store {
+  /**
+   * A synchronous read of a local tier that cannot fail (an in-process cache). A hit
+   * here is served without touching the remote tier, and counts neither as a failure
+   * nor as a recovery of it.
+   */
+  peek?(key: string): StoreValue | undefined;
+  /** The stored value, or `undefined` when the key is absent or expired. */
+  get(key: string): Promise<StoreValue | undefined>;
+  /** Store `value` under `key` for `ttl` ms. */
+  set(key: string, value: StoreValue, ttl: number): Promise<void>;
+  /** Drop `key` (and tell other instances, where the store has any). */
+  delete(key: string): Promise<void>;
+  /**
+   * Take the lock `key` for `ttl` ms unless someone holds it (`SET key token NX PX ttl`);
+   * resolves whether it was taken. Needed for the cache's `lock` option.
+   */
+  lock?(key: string, token: string, ttl: number): Promise<boolean>;
+  /** Release the lock `key` if `token` still holds it. */
+  unlock?(key: string, token: string): Promise<void>;
+  /** Release what the store created (its own clients); never a client it was given. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,778 @@
+/**
+ * The shared tier: a process-wide or cross-process cache behind the request cache.
+ *
+ * `getOrLoad` never makes a caller wait on, or fail because of, the store: reads are
+ * cut at `readTimeout` (a slow store is a miss), write-backs run detached with their
+ * own `writeTimeout`, and a store fault is reported once per outage (`onError`, then
+ * `onRecover`) instead of being thrown. Loads of one key are shared by every request of
+ * this process (singleflight); a request that goes away leaves the load to the others,
+ * and the load's signal aborts only when nobody waits for it any more.
+ */
+
+import { randomUUID } from 'node:crypto';
+import { detach } from '../background.js';
+import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
+import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
+import { describe, warn } from '../warnings.js';
+import {
+  GROUP_VIEW,
+  type SharedCache,
+  type SharedGroupView,
+  type SharedLoaderContext,
+  type Store,
+  type StoreValue,
+} from './types.js';
+
+/** Turns the value envelope into what the store keeps, and back. */
+export interface Serializer {
+  encode(value: unknown): StoreValue;
+  decode(raw: StoreValue): unknown;
+}
+
+/** What `onError` learns about the failed operation that started an outage. */
+export interface SharedErrorInfo {
+  /** The store operation: `get`, `set`, `delete`, `lock` or `unlock`. */
+  op: string;
+  /** The full store key (namespace included). */
+  key: string;
+}
+
+/** The cross-instance lock for cold keys. */
+export interface SharedLockOptions {
+  /** How long the lock is held at most, in ms (it expires if its holder dies). */
+  ttl: number;
+  /** How long another instance waits for the holder's value before loading itself, in ms. */
+  wait: number;
+}
+
+/** Options of `createSharedCache`. */
+export interface SharedCacheOptions {
+  /** Where values live: `memoryStore()`, `redisStore()`, `tieredStore()` or your own. */
+  store: Store;
+  /** Default time to live of an entry, in ms. */
+  ttl: number;
+  /** Prefix of every key, used verbatim and followed by `:`. */
+  namespace: string;
+  /** How values are encoded (default: JSON). It receives and returns the value envelope. */
+  serializer?: Serializer;
+  /** A store read slower than this many ms is a miss (and a fault). Default 250. */
+  readTimeout?: number;
+  /** Limit of a write, a delete and a detached write-back, in ms. Default 1000. */
+  writeTimeout?: number;
+  /** Encoded values larger than this many bytes are not stored. Default 1 MiB. */
+  maxValueBytes?: number;
+  /** Let one instance load a cold key while the others wait for its value. Off by default. */
+  lock?: SharedLockOptions;
+  /**
+   * Called once when an outage starts (the first failed or slow store operation).
+   * Default: a `CONTEXT_CACHE_STORE_DOWN` process warning.
+   */
+  onError?: (err: Error, info: SharedErrorInfo) => void;
+  /** Called once when an outage ends (the next store operation that succeeds). */
+  onRecover?: () => void;
+}
+
+/** Default `readTimeout`: a store slower than this is treated as a miss. */
+export const DEFAULT_READ_TIMEOUT = 250;
+/** Default `writeTimeout` of writes, deletes and detached write-backs. */
+export const DEFAULT_WRITE_TIMEOUT = 1000;
+/** Default `maxValueBytes`: 1 MiB, far above any setting or user row. */
+export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
+
+/** Code of the default warning for the start of a store outage. */
+export const STORE_DOWN = 'CONTEXT_CACHE_STORE_DOWN';
+/** Code of the warning, once per cache, for a loaded value that could not be stored. */
+export const NOT_STORED = 'CONTEXT_CACHE_NOT_STORED';
+
+/** The error of a store operation cut at its time limit. */
+class StoreTimeoutError extends Error {
+  override readonly name = 'StoreTimeoutError';
+  readonly code = 'CONTEXT_CACHE_STORE_TIMEOUT';
+}
+
+/** The error a shared load's signal aborts with when every caller waiting for it has gone. */
+class AbandonedError extends Error {
+  override readonly name = 'AbortError';
+  readonly code = 'CONTEXT_CACHE_LOAD_ABANDONED';
+}
+
+const JSON_SERIALIZER: Serializer = {
+  encode: (value) => JSON.stringify(value),
+  decode: (raw) => JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8')),
+};
+
+/** Marks an envelope, so a foreign or damaged value never passes for one. */
+const MARK = 'cc';
+
+/** `undefined` gets an envelope without `v`, so it survives serializers that drop it. */
+function envelope(value: unknown): Record<string, unknown> {
+  return value === undefined ? { [MARK]: 1 } : { [MARK]: 1, v: value };
+}
+
+const MISS: unique symbol = Symbol('miss');
+
+function byteLength(value: StoreValue): number {
+  return typeof value === 'string' ? Buffer.byteLength(value) : value.byteLength;
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+const NEVER_ABORTED = new AbortController().signal;
+
+interface Flight<V> {
+  readonly key: string;
+  readonly controller: AbortController;
+  promise: Promise<V>;
+  waiters: number;
+  settled: boolean;
+  /** A `set` or `delete` of the key came after the load started: do not write it back. */
+  superseded: boolean;
+}
+
+function positive(
+  options: Record<string, unknown>,
+  name: string,
+  example: string,
+  zero = false,
+): void {
+  const value = options[name];
+  if (value === undefined) return;
+  if (typeof value === 'number' && (zero ? value >= 0 : value > 0) && Number.isFinite(value)) {
+    return;
+  }
+  throw new TypeError(
+    `createSharedCache(): options.${name} must be a ${zero ? 'non-negative' : 'positive'} ` +
+      `number of ${name === 'maxValueBytes' ? 'bytes' : 'milliseconds'}, such as ${example}, ` +
+      `got ${describe(value)}.`,
+  );
+}
+
+function hasMethods(value: unknown, names: readonly string[]): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  return names.every((name) => typeof record[name] === 'function');
+}
+
+function checkOptions(options: unknown): asserts options is SharedCacheOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      "createSharedCache(): options must be an object such as { store: memoryStore({ max: 10_000 }), ttl: 60_000, namespace: 'app' }, " +
+        `got ${describe(options)}.`,
+    );
+  }
+  const o = options as Record<string, unknown>;
+  if (!hasMethods(o.store, ['get', 'set', 'delete', 'close'])) {
+    throw new TypeError(
+      'createSharedCache(): options.store must be a store with get, set, delete and close, ' +
+        'such as memoryStore({ max: 10_000 }) or redisStore({ url }), ' +
+        `got ${describe(o.store)}.`,
+    );
+  }
+  if (o.ttl === undefined) {
+    throw new TypeError(
+      'createSharedCache(): options.ttl is required: pass the default time to live of an entry in milliseconds, such as 60_000.',
+    );
+  }
+  positive(o, 'ttl', '60_000');
+  if (typeof o.namespace !== 'string' || o.namespace === '') {
+    throw new TypeError(
+      "createSharedCache(): options.namespace must be a non-empty string that prefixes every key, such as 'app', " +
+        `got ${describe(o.namespace)}.`,
+    );
+  }
+  if (o.serializer !== undefined && !hasMethods(o.serializer, ['encode', 'decode'])) {
+    throw new TypeError(
+      'createSharedCache(): options.serializer must be an object with encode(value) and decode(raw), ' +
+        `such as { encode: JSON.stringify, decode: (raw) => JSON.parse(String(raw)) }, got ${describe(o.serializer)}.`,
+    );
+  }
+  positive(o, 'readTimeout', '250');
+  positive(o, 'writeTimeout', '1000');
+  positive(o, 'maxValueBytes', '1_048_576');
+  if (o.lock !== undefined) {
+    const lock = o.lock as Record<string, unknown>;
+    const valid =
+      typeof lock === 'object' &&
+      lock !== null &&
+      typeof lock.ttl === 'number' &&
+      lock.ttl > 0 &&
+      Number.isFinite(lock.ttl) &&
+      typeof lock.wait === 'number' &&
+      lock.wait >= 0 &&
+      Number.isFinite(lock.wait);
+    if (!valid) {
+      throw new TypeError(
+        'createSharedCache(): options.lock must be { ttl, wait } in milliseconds, such as { ttl: 5000, wait: 2000 }, ' +
+          `got ${describe(o.lock)}.`,
+      );
+    }
+    if (!hasMethods(o.store, ['lock', 'unlock'])) {
+      throw new TypeError(
+        'createSharedCache(): options.lock needs a store with lock() and unlock(), such as redisStore() or tieredStore(); ' +
+          'the given store has none.',
+      );
+    }
+  }
+  for (const name of ['onError', 'onRecover']) {
+    if (o[name] !== undefined && typeof o[name] !== 'function') {
+      throw new TypeError(
+        `createSharedCache(): options.${name} must be a function, got ${describe(o[name])}.`,
+      );
+    }
+  }
+}
+
+function checkSetOptions(fn: string, options: unknown): number | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${fn}(): options must be an object such as { ttl: 60_000 }, got ${describe(options)}.`,
+    );
+  }
+  const { ttl } = options as Record<string, unknown>;
+  if (ttl === undefined) return undefined;
+  if (typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl)) return ttl;
+  throw new TypeError(
+    `${fn}(): options.ttl must be a positive number of milliseconds, such as 60_000, got ${describe(ttl)}.`,
+  );
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return outsideScope(
+    () =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(done, ms);
+        function done(): void {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', done);
+          resolve();
+        }
+        signal.addEventListener('abort', done);
+      }),
+  );
+}
+
+/**
+ * A shared cache over `store`: the tier behind the request cache that outlives a
+ * request (in this process with `memoryStore()`, across instances with `redisStore()`
+ * or `tieredStore()`). Store faults never fail a caller: reads turn into misses, loads
+ * still run, and `onError` hears of each outage once.
+ *
+ * @example
+ * ```ts
+ * import { contextCached, createSharedCache, memoryStore } from 'context-cache';
+ *
+ * const settings = createSharedCache<string | null>({
+ *   store: memoryStore({ max: 10_000 }),
+ *   ttl: 60_000,
+ *   namespace: 'app',
+ * });
+ * // request tier, then the shared tier, then the database
+ * export const getSetting = contextCached('setting', (name: string) => db.findSetting(name), {
+ *   shared: settings,
+ * });
+ * ```
+ */
+export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V> {
+  checkOptions(options);
+  const store = options.store;
+  const prefix = `${options.namespace}:`;
+  const defaultTtl = options.ttl;
+  const serializer = options.serializer ?? JSON_SERIALIZER;
+  const readTimeout = options.readTimeout ?? DEFAULT_READ_TIMEOUT;
+  const writeTimeout = options.writeTimeout ?? DEFAULT_WRITE_TIMEOUT;
+  const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+  const lock = options.lock;
+  const onError = options.onError;
+  const onRecover = options.onRecover;
+
+  const flights = new Map<string, Flight<V>>();
+  const pending = new Set<Promise<unknown>>();
+  const views = new Map<string, SharedGroupView<V>>();
+  let down = false;
+  let opCount = 0;
+  /** Operations numbered up to this one started before the last recovery. */
+  let recoveredAt = 0;
+  let warnedNotStored = false;
+  let closing: Promise<void> | undefined;
+
+  // --- outages -------------------------------------------------------------------
+
+  function failed(err: Error, op: string, key: string, seq: number): void {
+    // An operation that started before the last recovery belongs to the outage that
+    // already ended: its late failure does not open a new one.
+    if (down || seq <= recoveredAt) return;
+    down = true;
+    try {
+      if (onError !== undefined) onError(err, { op, key });
+      else {
+        warn(
+          `The shared store failed (${op} "${key}": ${err.message}); the cache serves from its loaders until the store recovers.`,
+          STORE_DOWN,
+          createSharedCache,
+        );
+      }
+    } catch (thrown) {
+      console.error('context-cache: onError threw', thrown);
+    }
+  }
+
+  function succeeded(): void {
+    if (!down) return;
+    down = false;
+    recoveredAt = opCount;
+    try {
+      onRecover?.();
+    } catch (thrown) {
+      console.error('context-cache: onRecover threw', thrown);
+    }
+  }
+
+  /**
+   * Run one store operation, cut at `limit` ms, and account for the outage. Runs
+   * outside the request scope: a store stuck past the limit holds no request's cache.
+   */
+  function op<T>(name: string, key: string, limit: number, run: () => Promise<T>): Promise<T> {
+    const seq = ++opCount;
+    return outsideScope(
+      () =>
+        new Promise<T>((resolve, reject) => {
+          let settled = false;
+          const timer = setTimeout(() => {
+            if (settled) return;
+            settled = true;
+            const err = new StoreTimeoutError(
+              `The shared store did not answer ${name} "${key}" within ${limit} ms.`,
+            );
+            failed(err, name, key, seq);
+            reject(err);
+          }, limit);
+          let result: Promise<T>;
+          try {
+            result = Promise.resolve(run());
+          } catch (err) {
+            result = Promise.reject(err);
+          }
+          result.then(
+            (value) => {
+              if (settled) return;
+              settled = true;
+              clearTimeout(timer);
+              succeeded();
+              resolve(value);
+            },
+            (err: unknown) => {
+              if (settled) return;
+              settled = true;
+              clearTimeout(timer);
+              const error = toError(err);
+              failed(error, name, key, seq);
+              reject(error);
+            },
+          );
+        }),
+    );
+  }
+
+  function track(task: Promise<unknown>): void {
+    const settled: Promise<unknown> = task.then(
+      () => pending.delete(settled),
+      () => pending.delete(settled),
+    );
+    pending.add(settled);
+  }
+
+  // --- values --------------------------------------------------------------------
+
+  /** The value in `raw`, or `MISS` when it does not decode to an envelope. */
+  function decode(raw: StoreValue): unknown {
+    let data: unknown;
+    try {
+      data = serializer.decode(raw);
+    } catch {
+      return MISS;
+    }
+    if (
+      typeof data !== 'object' ||
+      data === null ||
+      (data as Record<string, unknown>)[MARK] !== 1
+    ) {
+      return MISS;
+    }
+    return (data as Record<string, unknown>).v;
+  }
+
+  /** A value that does not decode is a miss: drop it so it is loaded and stored again. */
+  function dropCorrupt(key: string): void {
+    track(
+      detach(() => op('delete', key, writeTimeout, () => store.delete(key)), {
+        timeout: writeTimeout,
+        name: 'context-cache drop corrupt value',
+      }),
+    );
+  }
+
+  function peek(key: string): unknown {
+    if (store.peek === undefined) return MISS;
+    let raw: StoreValue | undefined;
+    try {
+      raw = store.peek(key);
+    } catch {
+      return MISS;
+    }
+    if (raw === undefined) return MISS;
+    const value = decode(raw);
+    if (value === MISS) dropCorrupt(key);
+    return value;
+  }
+
+  /** The stored value, or `MISS` (also when the store is down or slower than `readTimeout`). */
+  async function read(key: string): Promise<unknown> {
+    const local = peek(key);
+    if (local !== MISS) return local;
+    let raw: StoreValue | undefined;
+    try {
+      raw = await op('get', key, readTimeout, () => store.get(key));
+    } catch {
+      return MISS;
+    }
+    if (raw === undefined) return MISS;
+    const value = decode(raw);
+    if (value === MISS) dropCorrupt(key);
+    return value;
+  }
+
+  function notStored(key: string, why: string): void {
+    if (warnedNotStored) return;
+    warnedNotStored = true;
+    warn(
+      `A loaded value was not stored in the shared cache ("${key}": ${why}); it was returned all the same. ` +
+        'Later values that cannot be stored are not reported.',
+      NOT_STORED,
+      createSharedCache,
+    );
+  }
+
+  /** Encode for storage: the encoded value, or the reason it cannot be stored. */
+  function encode(value: unknown): StoreValue | Error {
+    let encoded: StoreValue;
+    try {
+      encoded = serializer.encode(envelope(value));
+    } catch (err) {
+      return toError(err);
+    }
+    if (typeof encoded !== 'string' && !Buffer.isBuffer(encoded)) {
+      return new TypeError(
+        `the serializer's encode() must return a string or a Buffer, got ${describe(encoded)}`,
+      );
+    }
+    const size = byteLength(encoded);
+    if (size > maxValueBytes) {
+      return new RangeError(
+        `the encoded value is ${size} bytes, over maxValueBytes (${maxValueBytes}); raise maxValueBytes or cache less`,
+      );
+    }
+    return encoded;
+  }
+
+  // --- loads ---------------------------------------------------------------------
+
+  function lockKey(key: string): string {
+    // 'lock:' can never start an encoded key (they start with s, n, b, t, f, u, z or a).
+    return `${prefix}lock:${key.slice(prefix.length)}`;
+  }
+
+  /**
+   * With `lock`: take the key's lock, or wait for the holder's value. Resolves the
+   * token when this instance holds the lock, the value when another instance stored it
+   * meanwhile, or `undefined` when the wait is over (or the store failed): load anyway.
+   */
+  async function acquire(
+    key: string,
+    wait: number,
+    ttl: number,
+    signal: AbortSignal,
+  ): Promise<{ token: string } | { value: unknown } | undefined> {
+    const name = lockKey(key);
+    const token = randomUUID();
+    const deadline = Date.now() + wait;
+    let delay = 5;
+    for (;;) {
+      let taken: boolean;
+      try {
+        taken = await op('lock', name, readTimeout, () => store.lock!(name, token, ttl));
+      } catch {
+        return undefined;
+      }
+      if (taken) {
+        // The holder before us may have stored the value between our read and our lock.
+        const value = await read(key);
+        if (value === MISS) return { token };
+        release(name, token);
+        return { value };
+      }
+      const left = deadline - Date.now();
+      if (left <= 0 || signal.aborted) return undefined;
+      await sleep(Math.min(delay, left), signal);
+      delay = Math.min(delay * 2, 100);
+      const value = await read(key);
+      if (value !== MISS) return { value };
+    }
+  }
+
+  function release(name: string, token: string): void {
+    track(
+      detach(() => op('unlock', name, writeTimeout, () => store.unlock!(name, token)), {
+        timeout: writeTimeout,
+        name: 'context-cache unlock',
+      }),
+    );
+  }
+
+  function writeBack(flight: Flight<V>, value: V, ttl: number, lockName?: string, token?: string) {
+    const encoded = encode(value);
+    if (encoded instanceof Error) {
+      notStored(flight.key, encoded.message);
+      if (lockName !== undefined && token !== undefined) release(lockName, token);
+      return Promise.resolve();
+    }
+    const task = detach(
+      async () => {
+        try {
+          // A set or delete of this key after the load started wins over the load.
+          if (!flight.superseded) {
+            await op('set', flight.key, writeTimeout, () => store.set(flight.key, encoded, ttl));
+          }
+        } finally {
+          if (lockName !== undefined && token !== undefined) release(lockName, token);
+        }
+      },
+      { timeout: writeTimeout, name: 'context-cache write-back' },
+    );
+    track(task);
+    return task;
+  }
+
+  async function runFlight(
+    flight: Flight<V>,
+    key: CacheKey,
+    loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
+    ttl: number,
+  ): Promise<V> {
+    const found = await read(flight.key);
+    if (found !== MISS) return found as V;
+    const { signal } = flight.controller;
+    let lockName: string | undefined;
+    let token: string | undefined;
+    if (lock !== undefined) {
+      const got = await acquire(flight.key, lock.wait, lock.ttl, signal);
+      if (got !== undefined && 'value' in got) return got.value as V;
+      if (got !== undefined) {
+        lockName = lockKey(flight.key);
+        token = got.token;
+      }
+    }
+    let value: V;
+    try {
+      value = await loader(key as never, { signal });
+    } catch (err) {
+      if (lockName !== undefined && token !== undefined) release(lockName, token);
+      throw err;
+    }
+    // Keep the settled flight while its value is written back, so callers in between
+    // share it rather than miss in the store and load again.
+    const written = writeBack(flight, value, ttl, lockName, token);
+    written.then(
+      () => forget(flight),
+      () => forget(flight),
+    );
+    return value;
+  }
+
+  function forget(flight: Flight<V>): void {
+    if (flights.get(flight.key) === flight) flights.delete(flight.key);
+  }
+
+  function start(
+    fullKey: string,
+    key: CacheKey,
+    loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
+    ttl: number,
+  ): Flight<V> {
+    const controller = new AbortController();
+    const flight: Flight<V> = {
+      key: fullKey,
+      controller,
+      promise: undefined as never,
+      waiters: 0,
+      settled: false,
+      superseded: false,
+    };
+    flights.set(fullKey, flight);
+    // The load belongs to every request that joins it, so it runs in a scope of its own:
+    // no request cache (it must not keep the first request's cache alive), and the
+    // shared load's signal as `currentSignal()`.
+    flight.promise = runInScope(new Scope(undefined, controller.signal), () =>
+      runFlight(flight, key, loader, ttl),
+    );
+    flight.promise.then(
+      () => {
+        flight.settled = true;
+      },
+      () => {
+        flight.settled = true;
+        forget(flight);
+      },
+    );
+    return flight;
+  }
+
+  function leave(flight: Flight<V>, reason: unknown): void {
+    flight.waiters--;
+    if (flight.waiters > 0 || flight.settled) return;
+    // Every caller has gone: the next call starts afresh, and the load is told to stop.
+    // If it finishes all the same, its value is still written back.
+    forget(flight);
+    flight.controller.abort(
+      new AbandonedError('Every caller waiting for this shared load has given up.', {
+        cause: reason,
+      }),
+    );
+  }
+
+  function join(flight: Flight<V>, signal: AbortSignal | undefined): Promise<V> {
+    if (flight.settled || signal === undefined) {
+      // A caller without a signal never gives up: the load is never abandoned under it.
+      flight.waiters++;
+      return flight.promise;
+    }
+    flight.waiters++;
+    return new Promise<V>((resolve, reject) => {
+      function onAbort(): void {
+        signal!.removeEventListener('abort', onAbort);
+        reject(signal!.reason);
+        leave(flight, signal!.reason);
+      }
+      signal.addEventListener('abort', onAbort);
+      flight.promise.then(
+        (value) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(value);
+        },
+        (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      );
+    });
+  }
+
+  function getOrLoad(
+    fullKey: string,
+    key: CacheKey,
+    loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
+    ttl: number,
+  ): Promise<V> {
+    const signal = currentSignal();
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (closing !== undefined) {
+      // Closed: the store is gone, the loader still answers.
+      try {
+        return Promise.resolve(loader(key as never, { signal: signal ?? NEVER_ABORTED }));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    const local = peek(fullKey);
+    if (local !== MISS) return Promise.resolve(local as V);
+    return join(flights.get(fullKey) ?? start(fullKey, key, loader, ttl), signal);
+  }
+
+  // --- writes --------------------------------------------------------------------
+
+  function supersede(fullKey: string): void {
+    const flight = flights.get(fullKey);
+    if (flight === undefined) return;
+    flight.superseded = true;
+    forget(flight);
+  }
+
+  function closedError(fn: string): Error {
+    return new Error(`${fn}(): the shared cache is closed.`);
+  }
+
+  function set(fn: string, fullKey: string, value: V, ttl: number): Promise<void> {
+    if (closing !== undefined) return Promise.reject(closedError(fn));
+    const encoded = encode(value);
+    if (encoded instanceof Error) {
+      encoded.message = `${fn}(): ${encoded.message} ("${fullKey}").`;
+      return Promise.reject(encoded);
+    }
+    supersede(fullKey);
+    return op('set', fullKey, writeTimeout, () => store.set(fullKey, encoded, ttl));
+  }
+
+  function remove(fn: string, fullKey: string): Promise<void> {
+    if (closing !== undefined) return Promise.reject(closedError(fn));
+    supersede(fullKey);
+    return op('delete', fullKey, writeTimeout, () => store.delete(fullKey));
+  }
+
+  // --- the cache -----------------------------------------------------------------
+
+  function view(group: string): SharedGroupView<V> {
+    checkGroup('contextCached', group);
+    let found = views.get(group);
+    if (found !== undefined) return found;
+    const groupPrefix = prefix + encodeKey('contextCached', group);
+    found = {
+      getOrLoad(key, loader, opts) {
+        const fullKey = groupPrefix + encodeKey('contextCached', key);
+        checkLoader('contextCached', loader);
+        const ttl = checkSetOptions('contextCached', opts) ?? defaultTtl;
+        return getOrLoad(fullKey, key, loader, ttl);
+      },
+      delete(key) {
+        return remove('invalidate', groupPrefix + encodeKey('invalidate', key));
+      },
+    };
+    views.set(group, found);
+    return found;
+  }
+
+  return {
+    getOrLoad(key, loader, opts) {
+      const fullKey = prefix + encodeKey('getOrLoad', key);
+      checkLoader('getOrLoad', loader);
+      const ttl = checkSetOptions('getOrLoad', opts) ?? defaultTtl;
+      return getOrLoad(fullKey, key, loader as never, ttl);
+    },
+    get(key) {
+      const fullKey = prefix + encodeKey('get', key);
+      if (closing !== undefined) return Promise.resolve(undefined);
+      return read(fullKey).then((value) => (value === MISS ? undefined : (value as V)));
+    },
+    set(key, value, opts) {
+      const fullKey = prefix + encodeKey('set', key);
+      const ttl = checkSetOptions('set', opts) ?? defaultTtl;
+      return set('set', fullKey, value, ttl);
+    },
+    delete(key) {
+      return remove('delete', prefix + encodeKey('delete', key));
+    },
+    close() {
+      closing ??= (async () => {
+        if (pending.size > 0) {
+          const stop = new AbortController();
+          await Promise.race([Promise.allSettled([...pending]), sleep(writeTimeout, stop.signal)]);
+          stop.abort();
+        }
+        await store.close();
+      })();
+      return closing;
+    },
+    [GROUP_VIEW]: view,
+  };
+}

@@ -1,0 +1,321 @@
+/**
+ * The Redis stores (`context-cache/redis`): `redisStore()` shares values between
+ * instances, `tieredStore()` puts an in-process L1 in front of it and keeps every
+ * instance's L1 honest through Redis pub/sub. Built on ioredis, an optional peer
+ * dependency loaded by this subpath alone; any ioredis-compatible client works (no
+ * `instanceof` checks).
+ */
+
+import { Redis } from 'ioredis';
+import { describe } from '../warnings.js';
+import type { MemoryStore } from './memory.js';
+import type { Store, StoreValue } from './types.js';
+
+/** The commands a Redis client must offer: a subset of ioredis's `Redis`. */
+export interface RedisClient {
+  get(key: string): Promise<string | null>;
+  /** Used when present, so binary serializers round-trip. */
+  getBuffer?(key: string): Promise<Buffer | null>;
+  set(key: string, value: string | Buffer, px: 'PX', ttl: number): Promise<unknown>;
+  set(key: string, value: string | Buffer, px: 'PX', ttl: number, nx: 'NX'): Promise<unknown>;
+  del(key: string): Promise<number>;
+  /** Used when present, so `tieredStore()` never keeps a value in L1 past its Redis ttl. */
+  pttl?(key: string): Promise<number>;
+  /** Used when present to release a lock atomically (compare and delete). */
+  eval?(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
+  publish(channel: string, message: string): Promise<number>;
+  subscribe(...channels: string[]): Promise<unknown>;
+  duplicate(): RedisClient;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+}
+
+/** Options of `redisStore`: a client you own, or a URL for a client the store owns. */
+export type RedisStoreOptions = { client: RedisClient } | { url: string };
+
+/** A store in Redis, made by `redisStore()`. */
+export interface RedisStore extends Store {
+  lock(key: string, token: string, ttl: number): Promise<boolean>;
+  unlock(key: string, token: string): Promise<void>;
+  /** The client the store talks through (yours, or the one it made from `url`). */
+  readonly client: RedisClient;
+  /** The value and its remaining ttl in ms (`undefined` when unknown or endless). */
+  getWithTtl(key: string): Promise<[StoreValue | undefined, number | undefined]>;
+}
+
+/** Options of `tieredStore`. */
+export interface TieredStoreOptions {
+  /** The in-process tier: `memoryStore({ max, ttl })`; its `ttl` bounds staleness. */
+  l1: MemoryStore;
+  /** The shared tier: `redisStore(...)`. */
+  l2: RedisStore;
+  /** The pub/sub channel of invalidations. Default `context-cache:invalidate`. */
+  channel?: string;
+}
+
+/** A two-tier store, made by `tieredStore()`. */
+export interface TieredStore extends Store {
+  peek(key: string): StoreValue | undefined;
+  lock(key: string, token: string, ttl: number): Promise<boolean>;
+  unlock(key: string, token: string): Promise<void>;
+  /** Resolves once the invalidation subscriber is listening. */
+  ready(): Promise<void>;
+}
+
+/** Default pub/sub channel of `tieredStore()`. */
+export const DEFAULT_CHANNEL = 'context-cache:invalidate';
+
+/** How long `close()` lets a client it made finish its replies before cutting it. */
+const QUIT_TIMEOUT = 1000;
+
+/** Delete the lock only while it still holds our token. */
+const UNLOCK_SCRIPT =
+  "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+const CLIENT_METHODS = ['get', 'set', 'del'] as const;
+
+function isClient(value: unknown): value is RedisClient {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  return CLIENT_METHODS.every((name) => typeof record[name] === 'function');
+}
+
+/** Quit a client this package created; cut it if it cannot say goodbye in time. */
+async function shutdown(client: RedisClient): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([
+      client.quit(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, QUIT_TIMEOUT);
+      }),
+    ]);
+  } catch {
+    // The server is gone already: nothing to say goodbye to.
+  } finally {
+    clearTimeout(timer);
+    client.disconnect();
+  }
+}
+
+function ignore(): void {}
+
+/**
+ * A store in Redis, shared by every instance that uses the same server and namespace.
+ * Pass your own client (`{ client }`, any ioredis-compatible client; you close it) or a
+ * URL (`{ url }`: the store makes the client and closes it in `close()`). Entries expire
+ * in Redis (`SET … PX ttl`); the lock is `SET … NX PX`.
+ *
+ * @example
+ * ```ts
+ * import { createSharedCache } from 'context-cache';
+ * import { redisStore } from 'context-cache/redis';
+ *
+ * const users = createSharedCache<User | null>({
+ *   store: redisStore({ url: process.env.REDIS_URL! }),
+ *   ttl: 60_000,
+ *   namespace: 'app',
+ * });
+ * ```
+ */
+export function redisStore(options: RedisStoreOptions): RedisStore {
+  const given = (options as { client?: unknown } | undefined)?.client;
+  const url = (options as { url?: unknown } | undefined)?.url;
+  let client: RedisClient;
+  let owned = false;
+  if (given !== undefined) {
+    if (!isClient(given)) {
+      throw new TypeError(
+        'redisStore(): options.client must be an ioredis client (or one with the same get, set and del), ' +
+          `such as new Redis(process.env.REDIS_URL), got ${describe(given)}.`,
+      );
+    }
+    client = given;
+  } else if (typeof url === 'string' && url !== '') {
+    client = new Redis(url) as unknown as RedisClient;
+    owned = true;
+    // Faults reach the cache through the failed commands; without a listener ioredis
+    // would print every reconnection error.
+    client.on('error', ignore);
+  } else {
+    throw new TypeError(
+      "redisStore(): pass { client } (an ioredis client) or { url } (such as 'redis://127.0.0.1:6379'), " +
+        `got ${describe(options)}${url !== undefined ? ` with url ${describe(url)}` : ''}.`,
+    );
+  }
+  const read =
+    typeof client.getBuffer === 'function'
+      ? (key: string) => client.getBuffer!(key)
+      : (key: string) => client.get(key);
+  let closing: Promise<void> | undefined;
+  return {
+    client,
+    async get(key) {
+      return (await read(key)) ?? undefined;
+    },
+    async set(key, value, ttl) {
+      await client.set(key, value, 'PX', Math.max(1, Math.ceil(ttl)));
+    },
+    async delete(key) {
+      await client.del(key);
+    },
+    async getWithTtl(key) {
+      if (typeof client.pttl !== 'function') return [(await read(key)) ?? undefined, undefined];
+      // Sent back to back on one connection: no extra round trip.
+      const [value, ttl] = await Promise.all([read(key), client.pttl(key)]);
+      return [value ?? undefined, ttl > 0 ? ttl : undefined];
+    },
+    async lock(key, token, ttl) {
+      return (await client.set(key, token, 'PX', Math.max(1, Math.ceil(ttl)), 'NX')) === 'OK';
+    },
+    async unlock(key, token) {
+      if (typeof client.eval === 'function') {
+        await client.eval(UNLOCK_SCRIPT, 1, key, token);
+      } else if ((await client.get(key)) === token) {
+        await client.del(key);
+      }
+    },
+    close() {
+      closing ??= owned ? shutdown(client) : Promise.resolve();
+      return closing;
+    },
+  };
+}
+
+function isMemoryStore(value: unknown): value is MemoryStore {
+  if (typeof value !== 'object' || value === null) return false;
+  const record = value as Record<string, unknown>;
+  return ['peek', 'get', 'set', 'delete', 'clear'].every(
+    (name) => typeof record[name] === 'function',
+  );
+}
+
+/**
+ * An in-process L1 (`memoryStore`) in front of Redis (`redisStore`). Reads try L1, then
+ * L2, and fill L1 from L2 for L1's own `ttl`, which bounds how stale an instance can be
+ * even if an invalidation is lost. Every `set` and `delete` publishes the key on
+ * `channel`; each instance listens through a duplicate of its L2 client and drops the
+ * key from its L1, and clears its whole L1 after that subscriber reconnects (messages
+ * sent while it was away are lost). Outages are those of L2: an L1 hit is no sign that
+ * Redis is back.
+ *
+ * @example
+ * ```ts
+ * import { createSharedCache, memoryStore } from 'context-cache';
+ * import { redisStore, tieredStore } from 'context-cache/redis';
+ *
+ * const settings = createSharedCache<string | null>({
+ *   store: tieredStore({
+ *     l1: memoryStore({ max: 10_000, ttl: 5_000 }),
+ *     l2: redisStore({ url: process.env.REDIS_URL! }),
+ *   }),
+ *   ttl: 60_000,
+ *   namespace: 'app',
+ * });
+ * ```
+ */
+export function tieredStore(options: TieredStoreOptions): TieredStore {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      'tieredStore(): options must be an object such as { l1: memoryStore({ max: 10_000, ttl: 5_000 }), l2: redisStore({ url }) }, ' +
+        `got ${describe(options)}.`,
+    );
+  }
+  const { l1, l2 } = options;
+  const channel = options.channel ?? DEFAULT_CHANNEL;
+  if (!isMemoryStore(l1) || !(typeof l1.ttl === 'number' && l1.ttl > 0)) {
+    throw new TypeError(
+      'tieredStore(): options.l1 must be memoryStore({ max, ttl }) with a ttl, which bounds how stale an instance can be, ' +
+        `such as memoryStore({ max: 10_000, ttl: 5_000 }), got ${isMemoryStore(l1) ? 'a memoryStore without ttl' : describe(l1)}.`,
+    );
+  }
+  const client = (l2 as Partial<RedisStore> | undefined)?.client;
+  if (
+    typeof l2 !== 'object' ||
+    l2 === null ||
+    typeof l2.getWithTtl !== 'function' ||
+    !isClient(client) ||
+    typeof client.duplicate !== 'function' ||
+    typeof client.publish !== 'function'
+  ) {
+    throw new TypeError(
+      'tieredStore(): options.l2 must be redisStore({ client }) or redisStore({ url }) over a client with duplicate() and publish(), ' +
+        `got ${describe(l2)}.`,
+    );
+  }
+  if (typeof channel !== 'string' || channel === '') {
+    throw new TypeError(
+      `tieredStore(): options.channel must be a non-empty string such as 'app:invalidate', got ${describe(channel)}.`,
+    );
+  }
+  const l1ttl = l1.ttl;
+
+  // Bumped by every invalidation received (and every reconnect): an L2 read that
+  // started before one must not fill L1 with what may be the old value.
+  let generation = 0;
+  let connectedOnce = false;
+  const subscriber = client.duplicate();
+  subscriber.on('error', ignore);
+  subscriber.on('message', ((from: string, key: string) => {
+    if (from !== channel) return;
+    generation++;
+    void l1.delete(key);
+  }) as (...args: never[]) => void);
+  const forgetAll = (): void => {
+    generation++;
+    l1.clear();
+  };
+  subscriber.on('ready', () => {
+    if (connectedOnce) {
+      forgetAll();
+      // Subscribe again and clear once more when Redis confirms: invalidations sent
+      // between the reconnection and the confirmation were not heard either.
+      subscriber.subscribe(channel).then(forgetAll, ignore);
+    }
+    connectedOnce = true;
+  });
+  subscriber.on('close', () => {
+    generation++;
+  });
+  const subscribed = subscriber.subscribe(channel).then(ignore);
+  subscribed.catch(ignore);
+  let closing: Promise<void> | undefined;
+
+  return {
+    peek: (key) => l1.peek(key),
+    async get(key) {
+      const local = l1.peek(key);
+      if (local !== undefined) return local;
+      const seen = generation;
+      const [value, left] = await l2.getWithTtl(key);
+      if (value !== undefined && seen === generation) {
+        await l1.set(key, value, Math.min(l1ttl, left ?? l1ttl));
+      }
+      return value;
+    },
+    async set(key, value, ttl) {
+      generation++;
+      await l1.delete(key);
+      await l2.set(key, value, ttl);
+      await client.publish(channel, key);
+    },
+    async delete(key) {
+      generation++;
+      await l1.delete(key);
+      await l2.delete(key);
+      await client.publish(channel, key);
+    },
+    lock: (key, token, ttl) => l2.lock(key, token, ttl),
+    unlock: (key, token) => l2.unlock(key, token),
+    ready: () => subscribed,
+    close() {
+      closing ??= (async () => {
+        await shutdown(subscriber);
+        await l1.close();
+        await l2.close();
+      })();
+      return closing;
+    },
+  };
+}
