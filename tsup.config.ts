@@ -5,6 +5,11 @@ import { defineConfig } from 'tsup';
 export default defineConfig({
   entry: {
     index: 'src/index.ts',
+    express: 'src/adapters/express/index.ts',
+    fastify: 'src/adapters/fastify/index.ts',
+    koa: 'src/adapters/koa/index.ts',
+    hono: 'src/adapters/hono/index.ts',
+    http: 'src/adapters/http/index.ts',
     redis: 'src/shared/redis.ts',
   },
   format: ['esm', 'cjs'],
