@@ -114,9 +114,19 @@ export function runInScope<T>(scope: ScopeState, fn: () => T): T {
   return (storage ?? scopeStorage()).run(scope, fn);
 }
 
-/** Run `fn` outside any scope (for timers that must not capture a request). */
+/** A scope with no cache and no signal. */
+let blank: Scope | undefined;
+
+/**
+ * Run `fn` outside any request: in a scope with no cache and no signal, so timers and
+ * promises it creates do not keep a request's cache reachable. (Not
+ * `AsyncLocalStorage.exit`: on Node 20 that only switches the storage off until a
+ * nested `run` switches it back on, and what is created after that carries the
+ * request again.)
+ */
 export function outsideScope<T>(fn: () => T): T {
-  return (storage ?? scopeStorage()).exit(fn);
+  blank ??= new Scope(undefined, undefined);
+  return (storage ?? scopeStorage()).run(blank, fn);
 }
 
 /** Options of `withCacheContext`. */

@@ -1,0 +1,45 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { describe, expect, it } from 'vitest';
+import { getContextCache, getWithContextCache, withCacheContext } from '../src/index.js';
+
+// Same as running node with --expose-gc, from inside the test worker.
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc') as () => void;
+
+async function collected(ref: WeakRef<object>): Promise<boolean> {
+  for (let round = 0; round < 20 && ref.deref() !== undefined; round++) {
+    await new Promise((r) => setImmediate(r));
+    gc();
+  }
+  return ref.deref() === undefined;
+}
+
+describe('a finished request', () => {
+  it('is collectable: nothing the cache created (clock timer, promise chains) holds it', async () => {
+    // The lookups arm the cache's coarse clock timer from inside the request; that timer
+    // (and the load's promise chain) must not keep the request reachable.
+    const refs = await withCacheContext(async () => {
+      const value = { big: new Array(1000).fill(1) };
+      // Let the clock's reading expire, so the lookups below re-arm it from in here.
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      await getWithContextCache('v', 1, async () => value);
+      await getWithContextCache('v', 1, async () => value);
+      const cache = getContextCache();
+      cache?.end();
+      return { cache: new WeakRef(cache as object), value: new WeakRef(value) };
+    });
+    expect(await collected(refs.cache)).toBe(true);
+    expect(await collected(refs.value)).toBe(true);
+  });
+
+  it('control: a live reference keeps it (the check can fail)', async () => {
+    let keep: object | undefined;
+    const ref = await withCacheContext(async () => {
+      keep = getContextCache();
+      return new WeakRef(keep as object);
+    });
+    expect(await collected(ref)).toBe(false);
+    expect(keep).toBeDefined();
+  });
+});
