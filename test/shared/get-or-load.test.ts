@@ -95,14 +95,29 @@ describe('singleflight', () => {
     const { cache } = make(store);
     const load = deferred<string>();
     let loads = 0;
-    const a = request(() => cache.getOrLoad('k', () => (loads++, load.promise)));
-    const b = request(() => cache.getOrLoad('k', () => (loads++, load.promise)));
+    const a = request(() =>
+      cache.getOrLoad('k', () => {
+        loads++;
+        return load.promise;
+      }),
+    );
+    const b = request(() =>
+      cache.getOrLoad('k', () => {
+        loads++;
+        return load.promise;
+      }),
+    );
     await sleep(5);
     load.reject(new Error('db down'));
     await expect(a.result).rejects.toThrow('db down');
     await expect(b.result).rejects.toThrow('db down');
     expect(store.size).toBe(0);
-    expect(await cache.getOrLoad('k', () => (loads++, 'fresh'))).toBe('fresh');
+    expect(
+      await cache.getOrLoad('k', () => {
+        loads++;
+        return 'fresh';
+      }),
+    ).toBe('fresh');
     expect(loads).toBe(2);
   });
 
@@ -160,10 +175,15 @@ describe('cancellation', () => {
     await expect(a.result).rejects.toThrow('a left');
     await expect(b.result).rejects.toThrow('b left');
     expect(signals[0]?.aborted).toBe(true);
-    expect((signals[0]?.reason as Error).message).toBe(
+    expect((signals[0]!.reason as Error).message).toBe(
       'Every caller waiting for this shared load has given up.',
     );
-    expect(await cache.getOrLoad('k', () => (loads++, 'second'))).toBe('second');
+    expect(
+      await cache.getOrLoad('k', () => {
+        loads++;
+        return 'second';
+      }),
+    ).toBe('second');
     expect(loads).toBe(2);
   });
 
@@ -281,9 +301,15 @@ describe('lock', () => {
     const two = make(store, { lock: { ttl: 5000, wait: 5000 } }).cache;
     const load = deferred<string>();
     let loads = 0;
-    const a = one.getOrLoad('k', () => (loads++, load.promise));
+    const a = one.getOrLoad('k', () => {
+      loads++;
+      return load.promise;
+    });
     await sleep(5);
-    const b = two.getOrLoad('k', () => (loads++, 'second loader'));
+    const b = two.getOrLoad('k', () => {
+      loads++;
+      return 'second loader';
+    });
     await sleep(30);
     load.resolve('first');
     expect(await a).toBe('first');
