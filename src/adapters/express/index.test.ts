@@ -1,9 +1,10 @@
 import { createServer } from 'node:http';
 import express from 'express';
 import express4 from 'express4';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable, type RouteReply } from '../../../test/adapters/table.js';
-import { contextCache, type Options } from './index.js';
+import { type ContextCacheMiddleware, contextCache, type Options } from './index.js';
 
 type Express = typeof express;
 
@@ -50,3 +51,11 @@ function driver(name: string, framework: Express) {
 
 adapterTable(driver('express 5', express));
 adapterTable(driver('express 4', express4));
+
+describe('express adapter typing', () => {
+  it('passes Express req to onEnd and returns a named middleware', () => {
+    expectTypeOf<Parameters<NonNullable<Options['onEnd']>>[1]>().toEqualTypeOf<express.Request>();
+    expectTypeOf(contextCache).returns.toEqualTypeOf<ContextCacheMiddleware>();
+    expect(contextCache().name).toBe('contextCacheMiddleware');
+  });
+});

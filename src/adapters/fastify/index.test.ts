@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import Fastify, { type FastifyRequest } from 'fastify';
-import { afterEach, describe, expect, it } from 'vitest';
+import Fastify, { type FastifyPluginCallback, type FastifyRequest } from 'fastify';
+import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { type AppSpec, adapterTable, type RouteReply } from '../../../test/adapters/table.js';
 import { type EphemeralCache, getContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
@@ -123,5 +123,12 @@ describe('fastify plugin', () => {
     ).toMatchObject({
       name: 'context-cache',
     });
+  });
+});
+
+describe('fastify plugin typing', () => {
+  it('is a FastifyPluginCallback whose onEnd gets the Fastify request', () => {
+    expectTypeOf(contextCache).toEqualTypeOf<FastifyPluginCallback<Options>>();
+    expectTypeOf<Parameters<NonNullable<Options['onEnd']>>[1]>().toEqualTypeOf<FastifyRequest>();
   });
 });

@@ -1,8 +1,8 @@
 import type { Server } from 'node:http';
 import { Readable } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
-import { type Context, Hono } from 'hono';
-import { describe, expect, it } from 'vitest';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable } from '../../../test/adapters/table.js';
 import { type CacheStats, getContextCache, getWithContextCache } from '../../index.js';
@@ -64,5 +64,13 @@ describe('hono without a Node response (app.request)', () => {
     expect(loads).toBe(1);
     expect(ends).toHaveLength(1);
     expect(ends[0]).toMatchObject({ hits: 1, loads: 1 });
+  });
+});
+
+describe('hono adapter typing', () => {
+  it('passes Hono c to onEnd and returns a named middleware handler', () => {
+    expectTypeOf<Parameters<NonNullable<Options['onEnd']>>[1]>().toEqualTypeOf<Context>();
+    expectTypeOf(contextCache).returns.toEqualTypeOf<MiddlewareHandler>();
+    expect(contextCache().name).toBe('contextCacheMiddleware');
   });
 });

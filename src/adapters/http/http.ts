@@ -60,13 +60,17 @@ export function contextCache(
         console.error(reportError);
       }
       if (!res.headersSent) {
-        for (const name of res.getHeaderNames()) res.removeHeader(name);
-        const body = 'Internal Server Error\n';
-        res.writeHead(500, {
-          'content-type': 'text/plain; charset=utf-8',
-          'content-length': Buffer.byteLength(body),
-        });
-        res.end(body);
+        try {
+          for (const name of res.getHeaderNames()) res.removeHeader(name);
+          const body = 'Internal Server Error\n';
+          res.writeHead(500, {
+            'content-type': 'text/plain; charset=utf-8',
+            'content-length': Buffer.byteLength(body),
+          });
+          res.end(body);
+        } catch {
+          res.destroy();
+        }
       } else if (!res.writableEnded) {
         res.destroy();
       }

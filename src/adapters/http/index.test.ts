@@ -1,5 +1,6 @@
-import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createServer, get, IncomingMessage, type ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
+import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable, type RunningApp } from '../../../test/adapters/table.js';
 import { getContextCache } from '../../index.js';
@@ -138,5 +139,18 @@ describe('node:http errors', () => {
     expect(() => contextCache(() => {}, { onError: 1 } as never)).toThrow(
       /options\.onError must be a function/,
     );
+  });
+});
+
+describe('node:http adapter typing', () => {
+  it('passes the IncomingMessage to onEnd and onError and returns a named listener', () => {
+    expectTypeOf<Parameters<NonNullable<Options['onEnd']>>[1]>().toEqualTypeOf<IncomingMessage>();
+    expectTypeOf<Parameters<NonNullable<Options['onError']>>[1]>().toEqualTypeOf<IncomingMessage>();
+    const listener = contextCache(() => {});
+    expectTypeOf(listener).toBeCallableWith(
+      new IncomingMessage(new Socket()),
+      {} as ServerResponse,
+    );
+    expect(listener.name).toBe('contextCacheHandler');
   });
 });

@@ -1,6 +1,7 @@
 import { createServer } from 'node:http';
-import Koa, { type Context } from 'koa';
+import Koa, { type Context, type Middleware } from 'koa';
 import Koa2 from 'koa2';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 import { listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable } from '../../../test/adapters/table.js';
 import { contextCache, type Options } from './index.js';
@@ -51,3 +52,11 @@ function driver(name: string, Framework: typeof Koa) {
 
 adapterTable(driver('koa 3', Koa));
 adapterTable(driver('koa 2', Koa2));
+
+describe('koa adapter typing', () => {
+  it('passes Koa ctx to onEnd and returns a named middleware', () => {
+    expectTypeOf<Parameters<NonNullable<Options['onEnd']>>[1]>().toEqualTypeOf<Context>();
+    expectTypeOf(contextCache).returns.toEqualTypeOf<Middleware>();
+    expect(contextCache().name).toBe('contextCacheMiddleware');
+  });
+});
