@@ -1,0 +1,241 @@
+// Writes bench/RESULTS.md from a full run, and the targets table between the markers
+// of bench/README.md, so both always come from the same run.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { markdownTable } from './lib/util.mjs';
+
+const OURS = 'context-cache';
+
+function ns(value) {
+  if (value < 1e3) return `${value.toFixed(1)} ns`;
+  if (value < 1e6) return `${(value / 1e3).toFixed(2)} µs`;
+  return `${(value / 1e6).toFixed(2)} ms`;
+}
+const ratio = (a, b) => (a === undefined || b === undefined ? undefined : a / b);
+const fmt = (r) => (r === undefined ? 'n/a' : `${r.toFixed(2)}×`);
+
+/** Each target of the issue, measured in this run: [what, goal, measured, met]. */
+export function targets(results) {
+  const rows = [];
+  for (const micro of results.micro) {
+    const p50 = (scenario, contender) =>
+      micro.rows.find((r) => r.scenario === scenario && r.contender === contender)?.p50;
+    const hit = ratio(p50('hit-awaited', OURS), p50('hit-awaited', 'hand-rolled ALS Map'));
+    rows.push([`awaited hit vs hand-rolled, ${micro.node}`, '≤ 1.10×', hit, hit <= 1.1]);
+    const dl = ratio(p50('hit-awaited', 'DataLoader per request'), p50('hit-awaited', OURS));
+    rows.push([`DataLoader awaited hit ÷ ours, ${micro.node}`, '≥ 8×', dl, dl >= 8]);
+    const call = ratio(p50('hit-call', 'DataLoader per request'), p50('hit-call', OURS));
+    rows.push([
+      `DataLoader hit call ÷ ours (not awaited), ${micro.node}`,
+      '(≥ 8×)',
+      call,
+      call >= 8,
+    ]);
+    const setup = ratio(p50('setup', OURS), p50('setup', 'hand-rolled ALS Map'));
+    rows.push([
+      `per-request setup vs als.run(new Map), ${micro.node}`,
+      '≤ 1.2×',
+      setup,
+      setup <= 1.2,
+    ]);
+  }
+  const rps = (match) =>
+    results.http.find((r) => Object.entries(match).every(([k, v]) => r[k] === v))?.rps;
+  for (const node of [...new Set(results.http.map((r) => r.node))]) {
+    const ping = ratio(
+      rps({ node, framework: 'fastify', route: 'ping', contender: OURS }),
+      rps({ node, framework: 'fastify', route: 'ping', contender: 'none' }),
+    );
+    if (ping !== undefined)
+      rows.push([`Fastify /ping, ours ÷ none, ${node}`, '≥ 0.97×', ping, ping >= 0.97]);
+  }
+  for (const store of ['latency', 'pglite']) {
+    const page = (contender) =>
+      rps({ framework: 'fastify', route: 'page', store, calls: 20, contender });
+    const none = ratio(page(OURS), page('none'));
+    const dl = ratio(page(OURS), page('dataloader'));
+    if (none !== undefined)
+      rows.push([`Fastify 20-getter page (${store}), ours ÷ no cache`, '≥ 7×', none, none >= 7]);
+    if (dl !== undefined)
+      rows.push([
+        `Fastify 20-getter page (${store}), ours ÷ DataLoader`,
+        '≥ 1.05×',
+        dl,
+        dl >= 1.05,
+      ]);
+  }
+  for (const m of results.memory) {
+    rows.push([
+      `heap growth over ${m.requests.toLocaleString('en')} requests, ${m.framework}`,
+      '< 1 MB',
+      m.growth / 2 ** 20,
+      m.growth < 2 ** 20,
+      'MB',
+    ]);
+  }
+  return rows;
+}
+
+function targetsTable(results) {
+  return markdownTable(
+    ['target', 'goal', 'measured', 'met'],
+    targets(results).map(([what, goal, value, met, unit]) => [
+      what,
+      goal,
+      value === undefined ? 'n/a' : unit === 'MB' ? `${value.toFixed(2)} MB` : fmt(value),
+      value === undefined ? 'n/a' : met ? 'yes' : '**no**',
+    ]),
+  );
+}
+
+function microTables(micro) {
+  const out = [];
+  const scenarios = [...new Map(micro.rows.map((r) => [r.scenario, r.title])).entries()];
+  for (const [id, title] of scenarios) {
+    const rows = micro.rows.filter((r) => r.scenario === id);
+    const ours = rows.find((r) => r.contender === OURS);
+    out.push(
+      `#### ${title}\n\n${markdownTable(
+        ['contender', 'p50', 'p99', '÷ ours', 'bytes/call'],
+        rows.map((r) => [
+          r.contender === OURS ? `**${r.contender}**` : r.contender,
+          ns(r.p50),
+          ns(r.p99),
+          fmt(ratio(r.p50, ours?.p50)),
+          r.bytes === undefined ? '' : r.bytes.toFixed(0),
+        ]),
+      )}`,
+    );
+  }
+  return out.join('\n\n');
+}
+
+function httpTable(rows, baseline) {
+  return markdownTable(
+    [
+      'node',
+      'framework',
+      'calls',
+      'contender',
+      'req/s (median)',
+      `÷ ${baseline}`,
+      'p99 ms',
+      'rounds',
+    ],
+    rows.map((r) => {
+      const base = rows.find(
+        (b) =>
+          b.node === r.node &&
+          b.framework === r.framework &&
+          b.calls === r.calls &&
+          b.contender === baseline,
+      );
+      return [
+        r.node,
+        r.framework,
+        r.calls ?? '',
+        r.contender === OURS ? `**${r.contender}**` : r.contender,
+        Math.round(r.rps).toLocaleString('en'),
+        fmt(ratio(r.rps, base?.rps)),
+        r.p99,
+        r.rounds.join(' / '),
+      ];
+    }),
+  );
+}
+
+const mb = (bytes) => (bytes / 2 ** 20).toFixed(2);
+
+export function writeReport(results, here) {
+  const m = results.machine;
+  const md = `# Benchmark results
+
+Generated by \`${results.command}\` (bench/run.mjs) on ${results.date.slice(0, 10)}; the run
+took ${results.seconds} s. Do not edit: run the suite again.
+
+| | |
+| --- | --- |
+| machine | ${m.cpu}, ${m.cores} cores, ${m.memory}, ${m.os} |
+| load average at start | ${m.loadavg.join(' ')} |
+| Node | ${results.nodes.join('; ')} |
+| date | ${results.date} |
+| command | \`${results.command}\` |
+
+## Targets
+
+${targetsTable(results)}
+
+## Micro (mitata, one process per Node version)
+
+Each row: the median over 3 interleaved rounds of each round's p50; "bytes/call" is heap
+allocated per call (not awaited), measured apart from the timing.
+
+${results.micro.map((micro) => `### ${micro.node}\n\n${microTables(micro)}`).join('\n\n')}
+
+## HTTP (autocannon, 10 connections, 1 s warm-up + 3 s, 3 interleaved rounds)
+
+Server and load generator in separate processes. \`rounds\` lists each round's req/s.
+
+### /ping: overhead where the cache is not used
+
+${httpTable(
+  results.http.filter((r) => r.route === 'ping'),
+  'none',
+)}
+
+### A page of getter calls, store with 1 ms per query and a pool of 10
+
+![req/s against getter calls per page](chart.svg)
+
+${httpTable(
+  results.http.filter((r) => r.route === 'page' && r.store === 'latency'),
+  'none',
+)}
+
+### A 20-getter page against PGlite (in-process Postgres)
+
+${httpTable(
+  results.http.filter((r) => r.route === 'page' && r.store === 'pglite'),
+  'none',
+)}
+
+## Memory
+
+${markdownTable(
+  [
+    'node',
+    'framework',
+    'requests',
+    'heap start MB',
+    'heap end MB',
+    'growth MB',
+    'bytes/request',
+    'request with 10k entries: heap MB',
+    'with 100k entries (maxEntries 10k): heap MB',
+  ],
+  results.memory.map((r) => [
+    r.node,
+    r.framework,
+    r.requests.toLocaleString('en'),
+    mb(r.heapStart),
+    mb(r.heapEnd),
+    mb(r.growth),
+    r.perRequest.toFixed(2),
+    mb(r.fill10k),
+    `${mb(r.fill100k)} (size ${r.fillSize})`,
+  ]),
+)}
+
+Heap after two forced GCs, read by the server itself; every request is a 20-getter page
+through the adapter with an instant store.
+`;
+  writeFileSync(here('RESULTS.md'), md);
+  const readme = readFileSync(here('README.md'), 'utf8');
+  const start = '<!-- targets:start -->';
+  const end = '<!-- targets:end -->';
+  const i = readme.indexOf(start);
+  const j = readme.indexOf(end);
+  if (i !== -1 && j > i) {
+    const block = `${start}\n${results.date.slice(0, 10)}, \`${results.command}\`, ${m.cpu} (${m.cores} cores):\n\n${targetsTable(results)}\n${end}`;
+    writeFileSync(here('README.md'), readme.slice(0, i) + block + readme.slice(j + end.length));
+  }
+}

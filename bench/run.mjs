@@ -1,0 +1,272 @@
+// The whole suite: micro (mitata, one process per Node version), HTTP (a server process
+// per configuration, autocannon in this process, three interleaved rounds, medians) and
+// memory. Every scenario checks every contender's answers before it is timed; any wrong
+// answer or failed request stops the run with a non-zero exit. Speed never fails it.
+//
+//   node bench/run.mjs            full run: writes bench/RESULTS.md, bench/chart.svg and
+//                                 the targets table in bench/README.md (~13 minutes)
+//   node bench/run.mjs --quick    a few iterations of everything (~30 s); writes only
+//                                 under bench/.results/
+//   --only micro,http,memory      run some sections
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { chartSvg } from './lib/chart.mjs';
+import { get, load, startServer } from './lib/http.mjs';
+import { distinctRows, renderPage } from './lib/page.mjs';
+import { REPOS, USERS } from './lib/store.mjs';
+import { flag, median, option } from './lib/util.mjs';
+import { writeReport } from './report.mjs';
+
+const here = (path) => fileURLToPath(new URL(path, import.meta.url));
+const quick = flag('--quick');
+const sections = (option('--only') ?? 'micro,http,memory').split(',');
+const started = Date.now();
+mkdirSync(here('.results'), { recursive: true });
+
+// --- Node versions: the one running this script (as npm runs it) and, when the bench's
+// own `node` package installed one, that Node 24 binary (AsyncContextFrame on by default).
+function nodeVersion(bin) {
+  try {
+    return execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim();
+  } catch {
+    return undefined;
+  }
+}
+const systemNode = process.env.npm_node_execpath ?? process.execPath;
+const nodes = [{ bin: systemNode, version: nodeVersion(systemNode) }];
+const bundled = here('node_modules/node/bin/node');
+const bundledVersion = existsSync(bundled) ? nodeVersion(bundled) : undefined;
+if (bundledVersion === undefined) {
+  console.log('Node 24: bench/node_modules/node is missing or does not run; system Node only');
+} else if (bundledVersion !== nodes[0].version) {
+  nodes.push({ bin: bundled, version: bundledVersion });
+}
+const major = (v) => Number(v.slice(1).split('.')[0]);
+const label = (n) => `Node ${n.version}${major(n.version) >= 24 ? ' (AsyncContextFrame)' : ''}`;
+
+const results = {
+  date: new Date().toISOString(),
+  quick,
+  command: quick ? 'npm run bench:quick' : 'npm run bench',
+  machine: {
+    cpu: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.availableParallelism(),
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+    loadavg: os.loadavg().map((l) => l.toFixed(2)),
+  },
+  nodes: nodes.map(label),
+  micro: [],
+  http: [],
+  memory: [],
+};
+
+// --- micro ---------------------------------------------------------------------------
+function runChild(bin, args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, args, { stdio: 'inherit' });
+    child.on('error', reject);
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`${args.join(' ')} exited with ${code}`)),
+    );
+  });
+}
+if (sections.includes('micro')) {
+  for (const node of nodes) {
+    const file = here(`.results/micro-${node.version}.json`);
+    await runChild(node.bin, [
+      '--expose-gc',
+      here('micro.mjs'),
+      '--json',
+      file,
+      ...(quick ? ['--quick'] : []),
+    ]);
+    results.micro.push({ node: label(node), ...JSON.parse(readFileSync(file, 'utf8')) });
+  }
+}
+
+// --- HTTP ----------------------------------------------------------------------------
+const users = new Map(USERS.map((u) => [u.id, u]));
+const repos = new Map(REPOS.map((r) => [r.id, r]));
+async function expectedPage(calls) {
+  return renderPage(
+    calls,
+    async (id) => users.get(id),
+    async (id) => repos.get(id),
+  );
+}
+
+/** Ask the server once, alone, and check the body and the queries it cost. */
+async function check(server, config) {
+  if (config.route === 'ping') {
+    const body = await get(`${server.url}/ping`);
+    if (body !== 'pong') throw new Error(`${JSON.stringify(config)}: /ping answered ${body}`);
+    return;
+  }
+  const before = JSON.parse(await get(`${server.url}/__stats`)).queries;
+  const body = await get(`${server.url}/page`);
+  const after = JSON.parse(await get(`${server.url}/__stats`)).queries;
+  const want = await expectedPage(config.calls);
+  if (body !== want) throw new Error(`${JSON.stringify(config)}: /page answered ${body}`);
+  const queries = config.contender === 'none' ? config.calls : distinctRows(config.calls);
+  if (after - before !== queries) {
+    throw new Error(
+      `${JSON.stringify(config)}: a page ran ${after - before} queries, not ${queries}`,
+    );
+  }
+}
+
+function httpConfigs() {
+  const list = [];
+  const pingNodes = quick ? nodes.slice(0, 1) : nodes;
+  for (const node of pingNodes) {
+    for (const contender of ['none', 'context-cache', 'hand-rolled', 'request-context']) {
+      list.push({ node, framework: 'fastify', route: 'ping', contender });
+    }
+    for (const contender of ['none', 'context-cache', 'hand-rolled']) {
+      list.push({ node, framework: 'express', route: 'ping', contender });
+    }
+  }
+  const node = nodes[0];
+  const pageContenders = ['none', 'context-cache', 'dataloader', 'hand-rolled'];
+  for (const calls of quick ? [20] : [1, 5, 20, 40]) {
+    for (const contender of pageContenders) {
+      list.push({ node, framework: 'fastify', route: 'page', store: 'latency', calls, contender });
+    }
+  }
+  for (const contender of pageContenders) {
+    list.push({
+      node,
+      framework: 'express',
+      route: 'page',
+      store: 'latency',
+      calls: 20,
+      contender,
+    });
+  }
+  // PGlite takes seconds to start (WebAssembly): the quick run does Fastify only.
+  for (const framework of quick ? ['fastify'] : ['fastify', 'express']) {
+    for (const contender of pageContenders) {
+      list.push({ node, framework, route: 'page', store: 'pglite', calls: 20, contender });
+    }
+  }
+  return list;
+}
+
+if (sections.includes('http')) {
+  const configs = httpConfigs();
+  const rounds = quick ? 1 : 3;
+  const runs = configs.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < configs.length; i++) {
+      const { node, ...config } = configs[i];
+      const server = await startServer(node.bin, config);
+      try {
+        await check(server, config);
+        const url = `${server.url}/${config.route}`;
+        if (quick) runs[i].push(await load(url, { amount: 50 }));
+        else {
+          await load(url, { duration: 1 }); // warm-up: JIT, pools, PGlite's plan cache
+          runs[i].push(await load(url, { duration: 3 }));
+        }
+      } finally {
+        await server.stop();
+      }
+      const last = runs[i].at(-1);
+      console.log(
+        `http round ${round + 1}/${rounds} ${label(node)} ${config.framework} /${config.route}` +
+          `${config.calls === undefined ? '' : ` ${config.calls} calls ${config.store}`}` +
+          ` ${config.contender}: ${last.rps.toFixed(0)} req/s, p99 ${last.p99} ms`,
+      );
+    }
+  }
+  results.http = configs.map(({ node, ...config }, i) => ({
+    node: label(node),
+    ...config,
+    rps: median(runs[i].map((r) => r.rps)),
+    p99: median(runs[i].map((r) => r.p99)),
+    rounds: runs[i].map((r) => Math.round(r.rps)),
+  }));
+}
+
+// --- memory --------------------------------------------------------------------------
+if (sections.includes('memory')) {
+  const requests = quick ? 2_000 : 100_000;
+  for (const framework of ['fastify', 'express']) {
+    const config = {
+      framework,
+      contender: 'context-cache',
+      route: 'page',
+      store: 'latency',
+      latency: 0,
+      calls: 20,
+    };
+    const server = await startServer(nodes[0].bin, config, { nodeArgs: ['--expose-gc'] });
+    try {
+      await check(server, config);
+      await load(`${server.url}/page`, { amount: quick ? 500 : 5_000 }); // warm-up
+      const start = JSON.parse(await get(`${server.url}/__heap`)).heap;
+      const t0 = Date.now();
+      await load(`${server.url}/page`, { amount: requests });
+      const seconds = (Date.now() - t0) / 1000;
+      const end = JSON.parse(await get(`${server.url}/__heap`)).heap;
+      // One request that sets the default maxEntries (10,000), then one that sets ten times
+      // as many: the cache must hold at most maxEntries and the heap must not grow with it.
+      const full = JSON.parse(await get(`${server.url}/fill?n=10000`));
+      const over = JSON.parse(await get(`${server.url}/fill?n=100000`));
+      if (full.size !== 10_000 || over.size !== 10_000 || over.evictions !== 90_000) {
+        throw new Error(`${framework}: maxEntries not honoured: ${JSON.stringify({ full, over })}`);
+      }
+      const row = {
+        node: label(nodes[0]),
+        framework,
+        requests,
+        seconds,
+        heapStart: start,
+        heapEnd: end,
+        growth: end - start,
+        perRequest: (end - start) / requests,
+        fill10k: full.heap,
+        fill100k: over.heap,
+        fillSize: over.size,
+      };
+      results.memory.push(row);
+      console.log(
+        `memory ${framework}: ${requests} requests in ${seconds.toFixed(1)} s, heap ` +
+          `${mb(start)} → ${mb(end)} MB (${row.perRequest.toFixed(2)} B/request); ` +
+          `request filling 10k entries: heap ${mb(full.heap)} MB, 100k entries: ${mb(over.heap)} MB, size ${over.size}`,
+      );
+    } finally {
+      await server.stop();
+    }
+  }
+}
+
+function mb(bytes) {
+  return (bytes / 2 ** 20).toFixed(2);
+}
+
+// --- output --------------------------------------------------------------------------
+results.seconds = Math.round((Date.now() - started) / 1000);
+const stamp = results.date.replace(/[:.]/g, '-');
+writeFileSync(
+  here(`.results/${quick ? 'quick' : 'full'}-${stamp}.json`),
+  JSON.stringify(results, null, 2),
+);
+const chart = results.http.some((r) => r.store === 'latency' && r.framework === 'fastify')
+  ? await chartSvg(results)
+  : undefined;
+if (quick) {
+  if (chart !== undefined) writeFileSync(here('.results/chart-quick.svg'), chart);
+  console.log(
+    `\nquick run: every contender checked and run (${results.seconds} s); numbers not kept`,
+  );
+} else {
+  if (chart !== undefined) writeFileSync(here('chart.svg'), chart);
+  writeReport(results, here);
+  console.log(
+    `\nfull run in ${results.seconds} s: bench/RESULTS.md, bench/chart.svg, bench/README.md`,
+  );
+}
