@@ -1,6 +1,7 @@
 // The HTTP side: a Fastify app with one request cache per request, and on every page
 // the number of SQL queries it ran and the cache's counts (headers and footer).
-import { getContextCache, withCacheContext, withNoCacheContext } from 'context-cache';
+import { getContextCache, withNoCacheContext } from 'context-cache';
+import { contextCache } from 'context-cache/fastify';
 import Fastify from 'fastify';
 import { html, htmlText } from './html.js';
 import { getJob, listJobs, startExport } from './jobs.js';
@@ -52,19 +53,17 @@ async function sendPage(request, reply, render, options = {}) {
     const chrome = await loadChrome();
     return { page, chrome, stats: getContextCache()?.stats() };
   };
-  const { result, queries } = await counted(() =>
-    nocache ? withNoCacheContext(run) : withCacheContext(run),
-  );
+  const { result, queries } = await counted(() => (nocache ? withNoCacheContext(run) : run()));
   const { page, chrome, stats } = result;
   const ms = (performance.now() - started).toFixed(1);
   const statsText = stats
     ? `hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}`
     : 'off';
   const other = options.self ?? toggleUrl(request, nocache);
-  const footer = html`<footer class="stats">This page ran <strong>${queries} SQL ${queries === 1 ? 'query' : 'queries'}</strong> in ${ms} ms ·
+  const footer = html`<footer class="stats">This page ran <strong>${plural(queries, 'SQL query', 'SQL queries')}</strong> in ${ms} ms ·
 ${
   stats
-    ? html`request cache: <strong>${stats.hits + stats.joins}</strong> lookups served (${stats.hits} hits, ${stats.joins} joins), ${stats.misses} misses, ${stats.loads} loads · shared tier: ${sharedKind} ·
+    ? html`request cache: <strong>${stats.hits + stats.joins}</strong> of ${plural(stats.hits + stats.joins + stats.misses, 'lookup')} served from the cache (${plural(stats.hits, 'hit')}, ${plural(stats.joins, 'join')}), ${plural(stats.loads, 'load')} · shared tier: ${sharedKind} ·
 <a href="${options.self ? `${other}?nocache=1` : other}">same page without the cache</a>`
     : html`cache <strong>off</strong> (no request cache, no shared tier) · <a href="${options.self ?? other}">same page with the cache</a>`
 }</footer>`;
@@ -77,6 +76,9 @@ ${
     layout({ title: page.title, body: page.body, footer, refresh: page.refresh, chrome }),
   );
 }
+
+/** @param {number} n @param {string} one @param {string} [many] */
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
 /** @param {Request} request */
 const wantsJson = (request) => (request.headers.accept ?? '').includes('application/json');
@@ -93,6 +95,10 @@ function jobJson(job) {
  */
 export async function createApp(options = {}) {
   const app = Fastify({ logger: false, forceCloseConnections: 'idle' });
+
+  // One request cache per request, for the whole app, ended when the response is sent.
+  // serverTiming adds the counts to a Server-Timing header (visible in browser devtools).
+  await app.register(contextCache, { serverTiming: true });
 
   // HTML forms post urlencoded bodies; parse them without another dependency.
   app.addContentTypeParser(

@@ -69,8 +69,8 @@ async function issueRow(/** @type {Issue} */ issue) {
   <td>${stateBadge(issue.state)}</td>
   <td class="title"><a href="/issues/${issue.id}">${issue.title}</a> <span class="muted">#${issue.number}</span></td>
   <td class="repo">${repo}</td>
-  <td>${author}</td>
-  ${showAssignee === 'true' ? html`<td>${assignee}</td>` : ''}
+  <td class="who">${author}</td>
+  ${showAssignee === 'true' ? html`<td class="who">${assignee}</td>` : ''}
   <td>${access}</td>
   ${showComments === 'true' ? html`<td class="num">${issue.comments}</td>` : ''}
   <td class="date">${updated}</td>
@@ -282,7 +282,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--bg); font-weight: 600; font-size: .85rem; white-space: nowrap; }
 td.num, th.num { text-align: right; }
-td.date, td.repo { white-space: nowrap; }
+td.title { min-width: 18rem; }
+td.date, td.repo, td.who { white-space: nowrap; }
 td.repo { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85rem; }
 tbody tr:hover { background: #fafbfc; }
 .badge, .state { display: inline-block; padding: 0 .5rem; border-radius: 1rem; font-size: .75rem;
@@ -311,8 +312,8 @@ button { font: inherit; padding: .3rem .9rem; border: 1px solid #1f883d; backgro
 dl.job { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem; }
 dl.job dt { color: var(--muted); }
 dl.job dd { margin: 0; }
-footer.stats { max-width: 1200px; margin: 0 auto 2rem; padding: .75rem 1.5rem; border-top: 1px solid var(--line);
-  color: var(--muted); font-size: .9rem; }
+footer.stats { position: sticky; bottom: 0; padding: .6rem 1.5rem; border-top: 1px solid var(--line);
+  background: #fffbea; color: var(--muted); font-size: .9rem; text-align: center; }
 footer.stats strong { color: var(--fg); }
 .job-status { font-weight: 600; }
 .job-status.done { color: #1f883d; }
@@ -322,11 +323,14 @@ code { font-family: ui-monospace, monospace; background: var(--bg); padding: 0 .
 @media (max-width: 800px) { .columns { grid-template-columns: 1fr; } }
 `;
 
+/** @param {Date} date */
+const clock = (date) => `${date.toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+/** @param {Date} from @param {Date} to */
+const seconds = (from, to) => `${((to.getTime() - from.getTime()) / 1000).toFixed(1)} s`;
+
 /** @param {import('./jobs.js').Job} job */
 async function jobSummary(job) {
-  const elapsed = job.startedAt
-    ? `${(((job.finishedAt ?? new Date()).getTime() - job.startedAt.getTime()) / 1000).toFixed(1)} s`
-    : '';
+  const elapsed = job.startedAt ? seconds(job.startedAt, job.finishedAt ?? new Date()) : '';
   return html`<tr><td><a href="/jobs/${job.id}">#${job.id}</a></td><td>Export all issues</td>
 <td><span class="job-status ${job.status}">${job.status}</span></td><td class="num">${job.done}</td><td class="num">${elapsed}</td>
 <td class="date">${await formatDate(job.createdAt)}</td></tr>`;
@@ -374,8 +378,9 @@ export async function jobPage(job) {
 <dl class="job">
   <dt>Status</dt><dd><span class="job-status ${job.status}">${job.status}</span>${running ? html` <span class="muted">(this page refreshes every second)</span>` : ''}</dd>
   <dt>Issues exported</dt><dd>${job.done}</dd>
-  <dt>Started</dt><dd>${job.startedAt ? job.startedAt.toISOString() : 'not yet'}</dd>
-  <dt>Finished</dt><dd>${job.finishedAt ? job.finishedAt.toISOString() : 'not yet'}</dd>
+  <dt>Started</dt><dd>${job.startedAt ? clock(job.startedAt) : 'not yet'}</dd>
+  <dt>Finished</dt><dd>${job.finishedAt ? clock(job.finishedAt) : 'not yet'}</dd>
+  ${job.startedAt && job.finishedAt ? html`<dt>Took</dt><dd>${seconds(job.startedAt, job.finishedAt)}</dd>` : ''}
   ${
     result
       ? html`<dt>Result</dt><dd><a href="/jobs/${job.id}/export.csv">export.csv</a> (${result.bytes} bytes)</dd>

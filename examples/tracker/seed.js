@@ -268,12 +268,14 @@ export function generateSeed() {
 
   const repos = [];
   for (let id = 1; id <= COUNTS.repos; id++) {
-    const name = `${REPO_A[(id - 1) % REPO_A.length]}-${REPO_B[(id * 5) % REPO_B.length]}`;
+    // (id mod 10, id mod 12) pairs repeat only after 60: every name is different.
+    const adjective = /** @type {string} */ (REPO_A[(id - 1) % REPO_A.length]);
+    const noun = /** @type {string} */ (REPO_B[((id - 1) * 7) % REPO_B.length]);
     repos.push({
       id,
       owner_id: pick(30, 1.5),
-      name: id > REPO_A.length * 2 ? `${name}-${id}` : name,
-      description: `A ${REPO_A[(id - 1) % REPO_A.length]} ${REPO_B[(id * 5) % REPO_B.length]} for Node.js servers.`,
+      name: `${adjective}-${noun}`,
+      description: `${/^[aeiou]/.test(adjective) ? 'An' : 'A'} ${adjective} ${noun} for Node.js servers.`,
     });
   }
 

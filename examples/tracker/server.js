@@ -26,7 +26,18 @@ const db = await openDatabase({ url: process.env.DATABASE_URL || undefined });
 const { seeded, rows } = await migrateAndSeed(db);
 useDatabase(db);
 const app = await createApp({ logRequests: process.env.LOG_REQUESTS !== '0' });
-await app.listen({ port, host });
+try {
+  await app.listen({ port, host });
+} catch (err) {
+  const code = /** @type {NodeJS.ErrnoException} */ (err).code;
+  console.error(
+    code === 'EADDRINUSE'
+      ? `Port ${port} on ${host} is in use: start with another PORT, e.g. PORT=3001 npm start`
+      : `Cannot listen on ${host}:${port}: ${/** @type {Error} */ (err).message}`,
+  );
+  await db.close();
+  process.exit(1);
+}
 
 const address = app.server.address();
 const actualPort = typeof address === 'object' && address !== null ? address.port : port;
@@ -53,7 +64,7 @@ async function shutdown(signal) {
       ? 'Background jobs finished'
       : `Stopped background jobs still running after 10 s: ${pending.join(', ')}`,
   );
-  await shared?.close();
+  await shared.close();
   await db.close();
   console.log('Bye');
   process.exit(0);

@@ -400,6 +400,8 @@ function demoSuite(env: () => Record<string, string>) {
     expect(done).toBeGreaterThan(-1);
     expect(out.indexOf('Background jobs finished')).toBeGreaterThan(done);
     expect(out).toContain('Bye');
+    // Nothing along the way warned (no cache used after its request ended, no listener leak).
+    expect(out).not.toMatch(/Warning|CONTEXT_CACHE_/);
   }, 60_000);
 }
 
