@@ -6,6 +6,7 @@
  * Node `ServerResponse` and where "the rest of the request" starts.
  */
 
+import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import onFinished from 'on-finished';
 import onHeaders from 'on-headers';
@@ -117,6 +118,9 @@ export function runRequest<Req, T>(
 ): T {
   if (getContextCache() !== undefined) return next();
   const controller = new AbortController();
+  // Every load in flight in this request may listen on its signal (a fetch, a shared-tier
+  // waiter): dozens are normal, so Node's "possible leak" warning at 11 would be noise.
+  setMaxListeners(0, controller.signal);
   return withCacheContext(
     () => {
       // Inside the scope just opened, so never undefined.
