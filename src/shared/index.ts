@@ -129,6 +129,8 @@ interface Flight<V> {
   settled: boolean;
   /** A `set` or `delete` of the key came after the load started: do not write it back. */
   superseded: boolean;
+  /** The write-back of the loaded value, while it runs. */
+  writing: Promise<unknown> | undefined;
 }
 
 function positive(
@@ -581,13 +583,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       if (lockName !== undefined && token !== undefined) release(lockName, token);
       throw err;
     }
-    // Keep the settled flight while its value is written back, so callers in between
-    // share it rather than miss in the store and load again.
-    const written = writeBack(flight, value, ttl, lockName, token);
-    written.then(
-      () => forget(flight),
-      () => forget(flight),
-    );
+    flight.writing = writeBack(flight, value, ttl, lockName, token);
     return value;
   }
 
@@ -609,8 +605,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       waiters: 0,
       settled: false,
       superseded: false,
+      writing: undefined,
     };
     flights.set(fullKey, flight);
+    const done = (): void => forget(flight);
     // The load belongs to every request that joins it, so it runs in a scope of its own:
     // no request cache (it must not keep the first request's cache alive), and the
     // shared load's signal as `currentSignal()`.
@@ -620,6 +618,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     flight.promise.then(
       () => {
         flight.settled = true;
+        // Keep a loaded value's flight while it is written back, so callers in between
+        // share it rather than miss in the store and load again.
+        if (flight.writing === undefined) forget(flight);
+        else flight.writing.then(done, done);
       },
       () => {
         flight.settled = true;

@@ -1,0 +1,203 @@
+/**
+ * Faults of a real redis-server, each with a bounded load loop running through it:
+ * the server killed (SIGKILL) and restarted, paused (SIGSTOP/SIGCONT) for longer than
+ * the read timeout, and a corrupt value written under a key. Every request must
+ * succeed, no rejection may go unhandled, each outage is reported exactly once (and its
+ * end once), and values are served from Redis again after recovery.
+ */
+
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createSharedCache, type SharedCache, withCacheContext } from '../../src/index.js';
+import { encodeKey } from '../../src/keys.js';
+import { memoryStore } from '../../src/shared/memory.js';
+import { redisStore, tieredStore } from '../../src/shared/redis.js';
+import { type RedisServer, startRedis } from '../helpers/redis-server.js';
+import { eventually, sleep } from '../helpers/shared.js';
+
+let server: RedisServer;
+let admin: Redis;
+let unhandled: unknown[] = [];
+const onUnhandled = (reason: unknown) => unhandled.push(reason);
+
+beforeAll(async () => {
+  server = await startRedis();
+  admin = new Redis(server.url, { maxRetriesPerRequest: null });
+  admin.on('error', () => {});
+  process.on('unhandledRejection', onUnhandled);
+});
+
+afterAll(async () => {
+  process.off('unhandledRejection', onUnhandled);
+  admin?.disconnect();
+  await server?.stop();
+});
+
+beforeEach(async () => {
+  unhandled = [];
+  await admin.flushall();
+});
+
+const KEYS = 20;
+const valueOf = (key: number) => ({ id: key, name: `user ${key}` });
+
+interface Loop {
+  requests: number;
+  failed: number;
+  loads: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Requests in the background until stopped (and never more than `max` rounds): each
+ * round runs a few concurrent requests over a small key space through `getOrLoad`.
+ */
+function loadLoop(cache: SharedCache<unknown>, max = 2000): Loop {
+  let running = true;
+  const loop: Loop = {
+    requests: 0,
+    failed: 0,
+    loads: 0,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+  const one = async (key: number) => {
+    loop.requests++;
+    try {
+      const got = await withCacheContext(() =>
+        cache.getOrLoad(key, (k) => {
+          loop.loads++;
+          return valueOf(k as number);
+        }),
+      );
+      expect(got).toEqual(valueOf(key));
+    } catch {
+      loop.failed++;
+    }
+  };
+  const done = (async () => {
+    for (let round = 0; running && round < max; round++) {
+      await Promise.all([0, 1, 2, 3].map(() => one(Math.floor(Math.random() * KEYS))));
+      await sleep(5);
+    }
+  })();
+  return loop;
+}
+
+function reporting() {
+  const events: string[] = [];
+  return {
+    events,
+    onError: (_err: Error, info: { op: string }) => events.push(`error ${info.op}`),
+    onRecover: () => events.push('recover'),
+  };
+}
+
+/** After recovery: values loaded now are stored, and the next lookup is a Redis hit. */
+async function hitsAgain(cache: SharedCache<unknown>): Promise<void> {
+  let loads = 0;
+  const load = () => {
+    loads++;
+    return 'after recovery';
+  };
+  expect(await cache.getOrLoad('after', load)).toBe('after recovery');
+  const key = `app:${encodeKey('test', 'after')}`;
+  await eventually(async () => (await admin.get(key)) !== null, 'the value reached Redis');
+  const fresh = createSharedCache<unknown>({
+    store: redisStore({ url: server.url }),
+    ttl: 60_000,
+    namespace: 'app',
+  });
+  expect(await fresh.getOrLoad('after', load)).toBe('after recovery');
+  await fresh.close();
+  expect(loads).toBe(1);
+}
+
+describe.each([
+  { name: 'redisStore', tiered: false },
+  { name: 'tieredStore', tiered: true },
+])('$name under faults', ({ tiered }) => {
+  const makeCache = (report: ReturnType<typeof reporting>) =>
+    createSharedCache<unknown>({
+      store: tiered
+        ? tieredStore({
+            l1: memoryStore({ max: 1000, ttl: 200 }),
+            l2: redisStore({ url: server.url }),
+          })
+        : redisStore({ url: server.url }),
+      ttl: 60_000,
+      namespace: 'app',
+      onError: report.onError,
+      onRecover: report.onRecover,
+    });
+
+  it('survives redis-server killed (SIGKILL) and restarted', async () => {
+    const report = reporting();
+    const cache = makeCache(report);
+    const loop = loadLoop(cache);
+    await sleep(300);
+    await server.kill();
+    await sleep(800);
+    await server.restart();
+    await eventually(() => report.events.includes('recover'), 'the store recovered', 400);
+    await sleep(300);
+    await loop.stop();
+    await hitsAgain(cache);
+    await cache.close();
+    const figures = { requests: loop.requests, failed: loop.failed, unhandled: unhandled.length };
+    console.info(`SIGKILL+restart: ${JSON.stringify({ ...figures, reports: report.events })}`);
+    expect(loop.requests).toBeGreaterThan(50);
+    expect(loop.failed).toBe(0);
+    expect(unhandled).toEqual([]);
+    expect(report.events.length).toBe(2);
+    expect(report.events[0]).toMatch(/^error /);
+    expect(report.events[1]).toBe('recover');
+  });
+
+  it('survives redis-server paused (SIGSTOP) for longer than readTimeout', async () => {
+    const report = reporting();
+    const cache = makeCache(report);
+    const loop = loadLoop(cache);
+    await sleep(300);
+    server.pause();
+    await sleep(1200); // readTimeout is 250 ms
+    server.resume();
+    await eventually(() => report.events.includes('recover'), 'the store recovered', 400);
+    await sleep(300);
+    await loop.stop();
+    await hitsAgain(cache);
+    await cache.close();
+    const figures = { requests: loop.requests, failed: loop.failed, unhandled: unhandled.length };
+    console.info(`SIGSTOP/SIGCONT: ${JSON.stringify({ ...figures, reports: report.events })}`);
+    expect(loop.requests).toBeGreaterThan(50);
+    expect(loop.failed).toBe(0);
+    expect(unhandled).toEqual([]);
+    expect(report.events).toEqual([report.events[0], 'recover']);
+    expect(report.events[0]).toMatch(/^error /);
+  });
+
+  it('reloads and rewrites a corrupt value written under a key', async () => {
+    const report = reporting();
+    const cache = makeCache(report);
+    const loop = loadLoop(cache);
+    await sleep(200);
+    const key = `app:${encodeKey('test', 3)}`;
+    await admin.set(key, '{"cc":1,"v":{"id":3,"na', 'PX', 60_000);
+    await eventually(async () => {
+      const raw = await admin.get(key);
+      return raw !== null && raw.endsWith('}}');
+    }, 'the value was rewritten');
+    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: valueOf(3) });
+    await sleep(100);
+    await loop.stop();
+    await cache.close();
+    console.info(
+      `corrupt value: ${JSON.stringify({ requests: loop.requests, failed: loop.failed, unhandled: unhandled.length, reports: report.events })}`,
+    );
+    expect(loop.failed).toBe(0);
+    expect(unhandled).toEqual([]);
+    expect(report.events).toEqual([]);
+  });
+});
