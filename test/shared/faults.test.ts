@@ -39,7 +39,7 @@ beforeEach(async () => {
 });
 
 const KEYS = 20;
-const valueOf = (key: number) => ({ id: key, name: `user ${key}` });
+const userValue = (key: number) => ({ id: key, name: `user ${key}` });
 
 interface Loop {
   requests: number;
@@ -69,10 +69,10 @@ function loadLoop(cache: SharedCache<unknown>, max = 2000): Loop {
       const got = await withCacheContext(() =>
         cache.getOrLoad(key, (k) => {
           loop.loads++;
-          return valueOf(k as number);
+          return userValue(k as number);
         }),
       );
-      expect(got).toEqual(valueOf(key));
+      expect(got).toEqual(userValue(key));
     } catch {
       loop.failed++;
     }
@@ -187,9 +187,9 @@ describe.each([
     await admin.set(key, '{"cc":1,"v":{"id":3,"na', 'PX', 60_000);
     await eventually(async () => {
       const raw = await admin.get(key);
-      return raw !== null && raw.endsWith('}}');
+      return raw?.endsWith('}}') === true;
     }, 'the value was rewritten');
-    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: valueOf(3) });
+    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: userValue(3) });
     await sleep(100);
     await loop.stop();
     await cache.close();
