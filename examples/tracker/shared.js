@@ -9,6 +9,8 @@ import { createSharedCache, memoryStore } from 'context-cache';
 const TTL = 60_000;
 /** How stale the in-process L1 of the tiered store may get if an invalidation is lost. */
 const L1_TTL = 5_000;
+/** How long start-up waits for Redis before serving without it. */
+const READY_WAIT = 3_000;
 
 const redisUrl = process.env.REDIS_URL;
 
@@ -18,10 +20,19 @@ export const sharedKind = redisUrl ? 'redis' : 'memory';
 async function openStore() {
   if (!redisUrl) return memoryStore({ max: 10_000 });
   const { redisStore, tieredStore } = await import('context-cache/redis');
-  return tieredStore({
+  const tiered = tieredStore({
     l1: memoryStore({ max: 5_000, ttl: L1_TTL }),
     l2: redisStore({ url: redisUrl }),
   });
+  // Serve only once this instance hears other instances' invalidations: a message sent
+  // before its subscriber listens is lost, and its L1 would be stale until L1_TTL. If
+  // Redis is not reachable yet, start anyway (the shared tier fails open to SQL).
+  const listening = await Promise.race([
+    tiered.ready().then(() => true),
+    new Promise((resolve) => setTimeout(resolve, READY_WAIT, false)),
+  ]);
+  if (!listening) console.error(`Redis at ${redisUrl} not reachable yet: starting without it`);
+  return tiered;
 }
 
 let down = false;

@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const serverPath = fileURLToPath(new URL('../../examples/tracker/server.js', import.meta.url));
@@ -168,7 +169,7 @@ async function stop(demo: Demo) {
   return demo.exited;
 }
 
-function demoSuite(env: () => Record<string, string>) {
+function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 'redis') {
   let demo: Demo;
   beforeAll(async () => {
     demo = await startDemo(env());
@@ -210,6 +211,7 @@ function demoSuite(env: () => Record<string, string>) {
       `This page ran <strong>${uncached.queries} SQL queries</strong>`,
     );
     expect(uncached.body).toContain('cache <strong>off</strong>');
+    expect(cached.body).toContain(`shared tier: ${sharedKind}`);
 
     // Page 2 is the next 50.
     const page2 = issueRows((await get(demo, '/?page=2')).body);
@@ -406,13 +408,15 @@ function demoSuite(env: () => Record<string, string>) {
 }
 
 describe('the demo tracker on embedded PGlite', () => {
-  demoSuite(() => ({ DATABASE_URL: '' }));
+  demoSuite(() => ({ DATABASE_URL: '', REDIS_URL: '' }), 'memory');
 });
 
 const databaseUrl = process.env.TEST_DATABASE_URL;
-describe('the demo tracker on PostgreSQL (TEST_DATABASE_URL)', () => {
+describe('the demo tracker on PostgreSQL (TEST_DATABASE_URL) with Redis (REDIS_URL)', () => {
   if (databaseUrl) {
+    let redis: RedisServer;
     beforeAll(async () => {
+      redis = await startRedis();
       // A throwaway database: start from an empty schema so the demo seeds it afresh.
       const { default: pg } = await import('pg');
       const client = new pg.Client({ connectionString: databaseUrl });
@@ -422,7 +426,43 @@ describe('the demo tracker on PostgreSQL (TEST_DATABASE_URL)', () => {
       );
       await client.end();
     }, 30_000);
-    demoSuite(() => ({ DATABASE_URL: databaseUrl }));
+    afterAll(async () => {
+      await redis?.stop();
+    });
+    demoSuite(() => ({ DATABASE_URL: databaseUrl, REDIS_URL: redis.url }), 'redis');
+
+    it('two instances on one database and one Redis: a rename on one is read at once on the other', async () => {
+      const env = { DATABASE_URL: databaseUrl, REDIS_URL: redis.url };
+      const [a, b] = await Promise.all([startDemo(env), startDemo(env)]);
+      try {
+        const user = must(userById.get(2), 'user 2');
+        // b reads the user first: it is now in b's in-process L1 and in Redis.
+        expect((await get(b, `/users/${user.id}`)).body).toContain(`<h1>${user.name} `);
+        const newName = `${user.name} the Second`;
+        await get(a, `/users/${user.id}/rename`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ name: newName }).toString(),
+        });
+        // a's invalidation went through Redis and its pub/sub: b dropped its L1 copy.
+        // (Without it, b would serve the old name until its L1 ttl, 5 s.) The message
+        // is asynchronous, so allow it a moment, far below that ttl.
+        let seen = '';
+        for (let i = 0; i < 20 && !seen.includes(`<h1>${newName} `); i++) {
+          seen = (await get(b, `/users/${user.id}`)).body;
+          if (!seen.includes(`<h1>${newName} `)) await new Promise((r) => setTimeout(r, 50));
+        }
+        expect(seen).toContain(`<h1>${newName} `);
+        await get(b, `/users/${user.id}/rename`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          body: new URLSearchParams({ name: user.name }).toString(),
+        });
+        expect((await get(a, `/users/${user.id}`)).body).toContain(`<h1>${user.name} `);
+      } finally {
+        expect(await Promise.all([stop(a), stop(b)])).toEqual([0, 0]);
+      }
+    }, 120_000);
   } else {
     // Locally this runs only where a PostgreSQL is given; in CI it must not be skipped.
     it.runIf(process.env.CI === 'true')('has a PostgreSQL to run against', () => {
