@@ -1,6 +1,8 @@
 /**
  * context-cache: request-level memoization for Node.js servers, carried by
- * AsyncLocalStorage. See the README for the concepts and DESIGN for the contract.
+ * AsyncLocalStorage. See the README for the concepts.
+ *
+ * @packageDocumentation
  */
 
 export {
