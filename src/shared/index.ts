@@ -342,7 +342,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       () =>
         new Promise<T>((resolve, reject) => {
           let settled = false;
-          const timer = setTimeout(() => {
+          const expire = (): void => {
             if (settled) return;
             settled = true;
             const err = new StoreTimeoutError(
@@ -350,7 +350,12 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
             );
             failed(err, name, key, seq);
             reject(err);
-          }, limit);
+          };
+          // Timers run before I/O in each turn of the event loop: after the process was
+          // starved of CPU, a reply may be waiting unread when the timer fires. Decide
+          // after the I/O phase (setImmediate), so a busy process does not report a
+          // healthy store as down.
+          const timer = setTimeout(() => setImmediate(expire), limit);
           let result: Promise<T>;
           try {
             result = Promise.resolve(run());

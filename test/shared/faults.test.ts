@@ -201,3 +201,24 @@ describe.each([
     expect(report.events).toEqual([]);
   });
 });
+
+describe('tieredStore subscriber', () => {
+  it('clears L1 after the subscriber reconnects (invalidations sent meanwhile are lost)', async () => {
+    const l1 = memoryStore({ max: 100, ttl: 60_000 });
+    const store = tieredStore({ l1, l2: redisStore({ url: server.url }) });
+    await store.ready();
+    await admin.set('t:k', 'v', 'PX', 60_000);
+    expect(String(await store.get('t:k'))).toBe('v');
+    expect(String(store.peek('t:k'))).toBe('v'); // filled from Redis
+    await server.kill();
+    expect(String(store.peek('t:k'))).toBe('v'); // L1 still serves during the outage
+    await server.restart();
+    await eventually(
+      () => store.peek('t:k') === undefined,
+      'L1 was cleared after reconnecting',
+      400,
+    );
+    expect(l1.size).toBe(0);
+    await store.close();
+  });
+});

@@ -121,6 +121,16 @@ describe('singleflight', () => {
     expect(loads).toBe(2);
   });
 
+  it('keeps nothing in process after a store hit: the next call reads the store again', async () => {
+    const store = memoryStore({ max: 10 });
+    const { cache: one } = make(store);
+    const { cache: two } = make(store);
+    await two.set('k', 'v1');
+    expect(await one.getOrLoad('k', () => 'loaded')).toBe('v1');
+    await two.set('k', 'v2');
+    expect(await one.getOrLoad('k', () => 'loaded')).toBe('v2');
+  });
+
   it('runs the loader outside any request cache, with the shared signal as currentSignal()', async () => {
     const { cache } = make(memoryStore({ max: 10 }));
     let seen: { cache: unknown; signal: AbortSignal | undefined; own: AbortSignal } | undefined;
