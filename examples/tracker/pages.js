@@ -84,12 +84,12 @@ async function issueTable(issues) {
     getSetting('ui.show_assignee'),
     getSetting('ui.show_comment_counts'),
   ]);
-  return html`<table class="issues">
+  return html`<div class="table-wrap"><table class="issues">
 <thead><tr><th>State</th><th>Issue</th><th>Repository</th><th>Author</th>
 ${showAssignee === 'true' ? html`<th>Assignee</th>` : ''}<th>Your access</th>
 ${showComments === 'true' ? html`<th class="num">Comments</th>` : ''}<th>Updated</th></tr></thead>
 <tbody>${rows}</tbody>
-</table>`;
+</table></div>`;
 }
 
 /** @param {string} value @param {number} fallback */
@@ -274,7 +274,7 @@ header.top .tagline { color: #afb8c1; font-size: .9rem; }
 header.top nav { margin-left: auto; display: flex; gap: 1rem; align-items: baseline; }
 header.top .viewer { color: #afb8c1; }
 header.top .viewer a { color: #fff; font-weight: 600; }
-main { max-width: 1200px; margin: 0 auto; padding: 1rem 1.5rem 2rem; }
+main { max-width: 1280px; margin: 0 auto; padding: 1rem 1.5rem 2rem; }
 h1 { font-size: 1.6rem; margin: .5rem 0; }
 h2 { font-size: 1.15rem; margin: 1.5rem 0 .5rem; }
 .muted { color: var(--muted); }
@@ -282,7 +282,8 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem .6rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { background: var(--bg); font-weight: 600; font-size: .85rem; white-space: nowrap; }
 td.num, th.num { text-align: right; }
-td.title { min-width: 18rem; }
+td.title { min-width: 14rem; }
+.table-wrap { overflow-x: auto; }
 td.date, td.repo, td.who { white-space: nowrap; }
 td.repo { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: .85rem; }
 tbody tr:hover { background: #fafbfc; }
