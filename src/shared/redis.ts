@@ -64,7 +64,7 @@ export interface TieredStore extends Store {
 }
 
 /** Default pub/sub channel of `tieredStore()`. */
-export const DEFAULT_CHANNEL = 'context-cache:invalidate';
+const DEFAULT_CHANNEL = 'context-cache:invalidate';
 
 /** How long `close()` lets a client it made finish its replies before cutting it. */
 const QUIT_TIMEOUT = 1000;
