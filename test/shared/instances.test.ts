@@ -88,9 +88,20 @@ afterAll(async () => {
 
 describe('two instances sharing one Redis', () => {
   it("a write in one instance drops the key from the other's L1", async () => {
-    expect(await a.call('load', { key: 'k' })).toBe('k loaded by A');
     const stored = `two:${encodeKey('test', 'k')}`;
+    // A's write-back sets the key, then publishes it; B must have heard that message
+    // before it caches the value, or the message would drop B's fresh copy.
+    const listener = admin.duplicate();
+    const published = new Promise<void>((resolve) => {
+      listener.on('message', (_channel: string, key: string) => {
+        if (key === stored) resolve();
+      });
+    });
+    await listener.subscribe('context-cache:invalidate');
+    expect(await a.call('load', { key: 'k' })).toBe('k loaded by A');
     await eventually(async () => (await admin.exists(stored)) === 1, 'A wrote the value back');
+    await published;
+    listener.disconnect();
     expect(await b.call('load', { key: 'k' })).toBe('k loaded by A'); // from Redis, into B's L1
     // Changed behind the cache's back (no invalidation): B keeps serving its L1 copy.
     await admin.set(stored, JSON.stringify({ cc: 1, v: 'sneaked in' }), 'PX', 60_000);
