@@ -129,6 +129,9 @@ export class Cache implements EphemeralCache, ScopeState {
   private head: Entry | undefined = undefined;
   private tail: Entry | undefined = undefined;
   private count = 0;
+  /** The primitive-key map of the group looked up last (a group's map never changes). */
+  private lastGroup: string | undefined = undefined;
+  private lastMap: Map<unknown, Entry> | undefined = undefined;
   private readonly deadline: number;
   private readonly lifetime: number;
   private readonly maxEntries: number;
@@ -181,6 +184,8 @@ export class Cache implements EphemeralCache, ScopeState {
     this.closed = true;
     this.primitives = undefined;
     this.composites = undefined;
+    this.lastGroup = undefined;
+    this.lastMap = undefined;
     this.head = undefined;
     this.tail = undefined;
     this.count = 0;
@@ -262,7 +267,15 @@ export class Cache implements EphemeralCache, ScopeState {
       if (typeof key === 'function' || typeof key === 'symbol') {
         throw keyError('getWithContextCache', key);
       }
-      map = this.primitives?.get(group);
+      // Lookups tend to come in runs of one group: remember the last group's map.
+      if (group === this.lastGroup) map = this.lastMap;
+      else {
+        map = this.primitives?.get(group);
+        if (map !== undefined) {
+          this.lastGroup = group;
+          this.lastMap = map;
+        }
+      }
     }
     if (this.closed || now() >= this.deadline) {
       if (!this.stillServing('getWithContextCache', cut)) {

@@ -33,6 +33,20 @@ describe('a finished request', () => {
     expect(await collected(refs.value)).toBe(true);
   });
 
+  it('drops its values at end() even while the cache object itself is still referenced', async () => {
+    let cache: object | undefined;
+    const ref = await withCacheContext(async () => {
+      const value = { big: new Array(1000).fill(1) };
+      await getWithContextCache('v', 1, async () => value);
+      await getWithContextCache('v', 1, async () => value); // a hit: the group is remembered
+      cache = getContextCache();
+      getContextCache()?.end();
+      return new WeakRef(value);
+    });
+    expect(await collected(ref)).toBe(true);
+    expect(cache).toBeDefined();
+  });
+
   it('control: a live reference keeps it (the check can fail)', async () => {
     let keep: object | undefined;
     const ref = await withCacheContext(async () => {
