@@ -8,14 +8,9 @@
 import type { CacheKey } from './keys.js';
 import { checkGroup } from './keys.js';
 import type { LoaderContext } from './scope.js';
-import { GROUP_VIEW, type SharedGroupView } from './shared/types.js';
+import type { SharedGroupView } from './shared/types.js';
 import { describe } from './warnings.js';
-import {
-  type ContextCachedOptions,
-  getWithContextCache,
-  removeContextData,
-  setContextData,
-} from './wrap.js';
+import { type ContextCachedOptions, groupTiers, lookup } from './wrap.js';
 
 /**
  * What `cachedControls()` returns for a method decorated with `@cached(group)`: the
@@ -97,25 +92,11 @@ export function cached<V = unknown>(
       `cached(): options must be an object such as { shared }, got ${describe(options)}.`,
     );
   }
-  const shared = options?.shared;
-  let view: SharedGroupView<V> | undefined;
-  if (shared !== undefined) {
-    if (typeof shared !== 'object' || shared === null || typeof shared[GROUP_VIEW] !== 'function') {
-      throw new TypeError(
-        `cached(): options.shared must be a cache made by createSharedCache(), got ${describe(shared)}.`,
-      );
-    }
-    view = shared[GROUP_VIEW](group);
-  }
+  const { view, invalidate, prime } = groupTiers<V>('cached', group, options);
   const controls: CachedControls<CacheKey, unknown> = {
     group,
-    invalidate(key) {
-      removeContextData(group, key);
-      return view === undefined ? Promise.resolve() : view.delete(key);
-    },
-    prime(key, value) {
-      setContextData(group, key, value);
-    },
+    invalidate,
+    prime: prime as (key: CacheKey, value: unknown) => void,
   };
 
   return function decorateCached<This, K extends CacheKey, T extends V>(
@@ -139,17 +120,21 @@ export function cached<V = unknown>(
           `got a ${String(context.kind)} (${String(context.name)}).`,
       );
     }
-    const cachedMethod: CachedMethodReplacement<This, K, T> =
+    // The loader takes the instance as `this` (see `lookup`): a hit allocates nothing.
+    const load: CachedMethod<This, K, T> =
       view === undefined
-        ? function cachedMethod(this: This, key: K): Promise<T> {
-            return getWithContextCache(group, key, (k, ctx) => method.call(this, k, ctx));
-          }
-        : function cachedMethod(this: This, key: K): Promise<T> {
-            const shared = view as SharedGroupView<T>;
-            return getWithContextCache(group, key, (k) =>
-              shared.getOrLoad(k, (_, ctx) => method.call(this, k, ctx)),
+        ? method
+        : function loadThroughShared(this: This, key: K): Promise<T> {
+            return (view as SharedGroupView<T>).getOrLoad(key, (_, ctx) =>
+              method.call(this, key, ctx),
             );
           };
+    const cachedMethod: CachedMethodReplacement<This, K, T> = function cachedMethod(
+      this: This,
+      key: K,
+    ): Promise<T> {
+      return lookup(group, key, load as never, cachedMethod, this) as Promise<T>;
+    };
     controlsOf.set(cachedMethod, controls);
     return cachedMethod;
   };

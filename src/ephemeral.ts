@@ -253,6 +253,7 @@ export class Cache implements EphemeralCache, ScopeState {
     loader: Loader,
     ctx: LoaderContext,
     cut: StackCut,
+    thisArg?: unknown,
   ): Promise<unknown> {
     // The hit path is written out here (no `slot()` tuple) to allocate nothing.
     checkGroup('getWithContextCache', group);
@@ -279,7 +280,7 @@ export class Cache implements EphemeralCache, ScopeState {
     }
     if (this.closed || now() >= this.deadline) {
       if (!this.stillServing('getWithContextCache', cut)) {
-        return this.passThrough(group, key, loader, ctx);
+        return this.passThrough(group, key, loader, ctx, thisArg);
       }
     }
     if (map !== undefined) {
@@ -294,7 +295,7 @@ export class Cache implements EphemeralCache, ScopeState {
         return entry.promise as Promise<unknown>;
       }
     }
-    return this.load(group, key, mapKey, loader, ctx);
+    return this.load(group, key, mapKey, loader, ctx, thisArg);
   }
 
   private passThrough(
@@ -302,6 +303,7 @@ export class Cache implements EphemeralCache, ScopeState {
     key: CacheKey,
     loader: Loader,
     ctx: LoaderContext,
+    thisArg: unknown,
   ): Promise<unknown> {
     if (!this.isEnded) {
       this.misses++;
@@ -310,8 +312,8 @@ export class Cache implements EphemeralCache, ScopeState {
     try {
       return Promise.resolve(
         tracingLoads()
-          ? traceLoad(group, key, false, false, () => loader(key as never, ctx))
-          : loader(key as never, ctx),
+          ? traceLoad(group, key, false, false, () => loader.call(thisArg, key as never, ctx))
+          : loader.call(thisArg, key as never, ctx),
       );
     } catch (err) {
       if (!this.isEnded) this.errors++;
@@ -325,14 +327,15 @@ export class Cache implements EphemeralCache, ScopeState {
     mapKey: unknown,
     loader: Loader,
     ctx: LoaderContext,
+    thisArg: unknown,
   ): Promise<unknown> {
     this.misses++;
     this.loads++;
     let result: unknown;
     try {
       result = tracingLoads()
-        ? traceLoad(group, key, false, true, () => loader(key as never, ctx))
-        : loader(key as never, ctx);
+        ? traceLoad(group, key, false, true, () => loader.call(thisArg, key as never, ctx))
+        : loader.call(thisArg, key as never, ctx);
     } catch (err) {
       // Errors are not cached: a throwing loader rejects this call and stores nothing.
       this.errors++;

@@ -10,21 +10,34 @@ import { describe, type StackCut } from './warnings.js';
 
 const NO_CONTEXT: LoaderContext = Object.freeze({});
 
-function lookup<K extends CacheKey, T>(
+/**
+ * The async lookup behind `getWithContextCache`, `contextCached` and `@cached`. The
+ * loader is called with `thisArg` as `this` (a decorated method's instance), so a
+ * caller never needs a fresh closure per call.
+ */
+export function lookup<K extends CacheKey, T>(
   group: string,
   key: K,
   loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
   cut: StackCut,
+  thisArg?: unknown,
 ): Promise<T> {
   const scope = currentScope();
   if (scope !== undefined && scope.cache !== undefined) {
-    return scope.cache.fetch(group, key, loader as never, scope.loaderContext, cut) as Promise<T>;
+    return scope.cache.fetch(
+      group,
+      key,
+      loader as never,
+      scope.loaderContext,
+      cut,
+      thisArg,
+    ) as Promise<T>;
   }
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
   encodeKey('getWithContextCache', key); // validates the key: the same TypeError as with a cache
   try {
-    return Promise.resolve(loader(key, scope?.loaderContext ?? NO_CONTEXT));
+    return Promise.resolve(loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT));
   } catch (err) {
     return Promise.reject(err);
   }
@@ -186,27 +199,51 @@ export function contextCached<K extends CacheKey, T>(
 ): ContextCachedFunction<K, T> {
   checkGroup('contextCached', group);
   checkLoader('contextCached', loader);
-  const shared = options?.shared;
-  let view: SharedGroupView<T> | undefined;
-  if (shared !== undefined) {
-    if (typeof shared !== 'object' || shared === null || typeof shared[GROUP_VIEW] !== 'function') {
-      throw new TypeError(
-        `contextCached(): options.shared must be a cache made by createSharedCache(), got ${describe(shared)}.`,
-      );
-    }
-    view = shared[GROUP_VIEW](group);
-  }
+  const { view, invalidate, prime } = groupTiers('contextCached', group, options);
   const load: (key: K, ctx: LoaderContext) => T | PromiseLike<T> =
     view === undefined
       ? loader
       : (key) => view.getOrLoad(key, loader as (key: CacheKey, ctx: LoaderContext) => T);
   const cached = (key: K): Promise<T> => lookup(group, key, load, cached);
-  cached.invalidate = (key: K): Promise<void> => {
-    removeContextData(group, key);
-    return view === undefined ? Promise.resolve() : view.delete(key);
-  };
-  cached.prime = (key: K, value: T): void => {
-    setContextData(group, key, value);
-  };
+  cached.invalidate = invalidate;
+  cached.prime = prime;
   return cached;
+}
+
+/** The shared view of a group (if any) and its `invalidate` and `prime`. */
+export interface GroupTiers<T> {
+  readonly view: SharedGroupView<T> | undefined;
+  invalidate(key: CacheKey): Promise<void>;
+  prime(key: CacheKey, value: T): void;
+}
+
+/**
+ * What `contextCached` and `@cached` share: the group's view of `options.shared`
+ * (checked), and `invalidate` / `prime` over both tiers. `fn` names the caller in errors.
+ */
+export function groupTiers<T>(
+  fn: string,
+  group: string,
+  options: ContextCachedOptions<T> | undefined,
+): GroupTiers<T> {
+  const shared = options?.shared;
+  let view: SharedGroupView<T> | undefined;
+  if (shared !== undefined) {
+    if (typeof shared !== 'object' || shared === null || typeof shared[GROUP_VIEW] !== 'function') {
+      throw new TypeError(
+        `${fn}(): options.shared must be a cache made by createSharedCache(), got ${describe(shared)}.`,
+      );
+    }
+    view = shared[GROUP_VIEW](group);
+  }
+  return {
+    view,
+    invalidate(key) {
+      removeContextData(group, key);
+      return view === undefined ? Promise.resolve() : view.delete(key);
+    },
+    prime(key, value) {
+      setContextData(group, key, value);
+    },
+  };
 }
