@@ -171,7 +171,7 @@ allocated per call (not awaited), measured apart from the timing.
 
 ${results.micro.map((micro) => `### ${micro.node}\n\n${microTables(micro)}`).join('\n\n')}
 
-## HTTP (autocannon, 10 connections, 1 s warm-up + 3 s, 3 interleaved rounds)
+## HTTP (autocannon, 10 connections, 1 s warm-up + 2 s, 3 interleaved rounds)
 
 Server and load generator in separate processes. \`rounds\` lists each round's req/s.
 

@@ -169,7 +169,7 @@ if (sections.includes('http')) {
         if (quick) runs[i].push(await load(url, { amount: 50 }));
         else {
           await load(url, { duration: 1 }); // warm-up: JIT, pools, PGlite's plan cache
-          runs[i].push(await load(url, { duration: 3 }));
+          runs[i].push(await load(url, { duration: 2 }));
         }
       } finally {
         await server.stop();
