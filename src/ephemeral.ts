@@ -122,8 +122,10 @@ export const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
  */
 export class Cache implements EphemeralCache, ScopeState {
   readonly cache: Cache;
-  readonly signal: AbortSignal | undefined;
   readonly loaderContext: LoaderContext;
+  private signalValue: AbortSignal | undefined;
+  /** Makes the signal on first use (see `CacheContextOptions.signal`). */
+  private signalSource: (() => AbortSignal) | undefined;
   private primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   private composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   private head: Entry | undefined = undefined;
@@ -146,13 +148,40 @@ export class Cache implements EphemeralCache, ScopeState {
   private errors = 0;
   private evictions = 0;
 
-  constructor(lifetime: number, maxEntries: number, signal: AbortSignal | undefined) {
+  constructor(
+    lifetime: number,
+    maxEntries: number,
+    signal: AbortSignal | (() => AbortSignal) | undefined,
+  ) {
     this.cache = this;
-    this.signal = signal;
-    this.loaderContext = signal === undefined ? EMPTY_CONTEXT : { signal };
+    if (typeof signal === 'function') {
+      this.signalValue = undefined;
+      this.signalSource = signal;
+      const scope = this;
+      // A loader that never reads `ctx.signal` never makes the signal.
+      this.loaderContext = {
+        get signal(): AbortSignal {
+          return scope.signal as AbortSignal;
+        },
+      };
+    } else {
+      this.signalValue = signal;
+      this.signalSource = undefined;
+      this.loaderContext = signal === undefined ? EMPTY_CONTEXT : { signal };
+    }
     this.lifetime = lifetime;
     this.maxEntries = maxEntries;
     this.deadline = now() + lifetime;
+  }
+
+  /** The request's signal, made on first use when the scope was given a function. */
+  get signal(): AbortSignal | undefined {
+    const source = this.signalSource;
+    if (source !== undefined) {
+      this.signalSource = undefined;
+      this.signalValue = source();
+    }
+    return this.signalValue;
   }
 
   get ended(): boolean {

@@ -137,9 +137,12 @@ export interface CacheContextOptions {
   maxEntries?: number;
   /**
    * The request's signal, handed to loaders and returned by `currentSignal()`.
-   * Without it the enclosing scope's signal (if any) is kept.
+   * Without it the enclosing scope's signal (if any) is kept. A function returning the
+   * signal is called once, the first time anything asks for it (`currentSignal()`, a
+   * loader reading `ctx.signal`): adapters pass one, so a request that never looks at
+   * its signal never makes an `AbortController`.
    */
-  signal?: AbortSignal;
+  signal?: AbortSignal | (() => AbortSignal);
 }
 
 function checkOptions(options: unknown): void {
@@ -169,6 +172,7 @@ function checkOptions(options: unknown): void {
   }
   if (
     signal !== undefined &&
+    typeof signal !== 'function' &&
     !(
       typeof signal === 'object' &&
       signal !== null &&
@@ -177,7 +181,7 @@ function checkOptions(options: unknown): void {
     )
   ) {
     throw new TypeError(
-      `withCacheContext(): options.signal must be an AbortSignal (such as an AbortController's signal), got ${describe(signal)}.`,
+      `withCacheContext(): options.signal must be an AbortSignal (such as an AbortController's signal) or a function returning one, got ${describe(signal)}.`,
     );
   }
 }

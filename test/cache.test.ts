@@ -456,6 +456,34 @@ describe('withCacheContext', () => {
     );
   });
 
+  it('takes a function for the signal and calls it once, only when the signal is needed', async () => {
+    const controller = new AbortController();
+    const makeSignal = vi.fn(() => controller.signal);
+    await withCacheContext(
+      async () => {
+        // Lookups whose loaders ignore ctx.signal never make it.
+        await getWithContextCache('user', 1, async (id) => id);
+        await getWithContextCache('user', 1, async (id) => id);
+        expect(makeSignal).not.toHaveBeenCalled();
+        // A loader that reads it, currentSignal() and nested scopes all get the same one.
+        await getWithContextCache('user', 2, async (_id, ctx) => {
+          expect(ctx.signal).toBe(controller.signal);
+          return 2;
+        });
+        expect(currentSignal()).toBe(controller.signal);
+        withNoCacheContext(() => expect(currentSignal()).toBe(controller.signal));
+        expect(makeSignal).toHaveBeenCalledTimes(1);
+      },
+      { signal: makeSignal },
+    );
+    withCacheContext(
+      () => {
+        expect(makeSignal).toHaveBeenCalledTimes(1);
+      },
+      { signal: makeSignal },
+    );
+  });
+
   it('stats() returns exactly the six counters', () => {
     withCacheContext(() => {
       expect(Object.keys(getContextCache()?.stats() ?? {}).sort()).toEqual(

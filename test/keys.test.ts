@@ -214,7 +214,7 @@ describe('misuse is a TypeError that says what to pass', () => {
     );
     expect(() => withCacheContext(() => 1, { signal: 'stop' as never })).toThrow(
       new TypeError(
-        'withCacheContext(): options.signal must be an AbortSignal (such as an AbortController\'s signal), got a string ("stop").',
+        'withCacheContext(): options.signal must be an AbortSignal (such as an AbortController\'s signal) or a function returning one, got a string ("stop").',
       ),
     );
   });

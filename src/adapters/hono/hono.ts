@@ -6,6 +6,7 @@ import {
   checkAdapterOptions,
   finish,
   RESPONSE_FINISHED,
+  RequestSignal,
   runRequest,
   serverTimingEntry,
 } from '../lifecycle.js';
@@ -46,7 +47,7 @@ export function contextCache(options?: Options): MiddlewareHandler {
     const res = nodeResponse(c);
     if (res !== undefined) return runRequest(res, c, settings, next);
     if (getContextCache() !== undefined) return next();
-    const controller = new AbortController();
+    const signal = new RequestSignal();
     return withCacheContext(
       async () => {
         const cache = getContextCache()!;
@@ -56,10 +57,10 @@ export function contextCache(options?: Options): MiddlewareHandler {
           if (settings.serverTiming) {
             c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
           }
-          finish(cache, controller, RESPONSE_FINISHED, c, settings);
+          finish(cache, signal, RESPONSE_FINISHED, c, settings);
         }
       },
-      { ...settings.context, signal: controller.signal },
+      { ...settings.context, signal: signal.get },
     );
   };
 }
