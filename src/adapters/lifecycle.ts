@@ -185,7 +185,7 @@ function track<Req>(
   // A response emits 'close' exactly once, whatever happens (Node 20 and later): just
   // after 'finish' when it has been sent, or when its connection goes first. One listener
   // is all on-finished would do for us here, at a fraction of its cost per request.
-  res.once('close', function requestDone() {
+  res.on('close', function requestDone() {
     finish(cache, signal, res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED, req, settings);
   });
 }
