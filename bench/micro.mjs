@@ -3,6 +3,7 @@
 // stops the run), then times it with mitata. Loaders return ready values: no I/O.
 //
 //   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP]
+import { tracingChannel } from 'node:diagnostics_channel';
 import { writeFileSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { do_not_optimize, measure } from 'mitata';
@@ -170,6 +171,39 @@ const scenarios = [
     },
   },
   {
+    // The same misses with a subscriber on the load tracing channel: what tracing costs.
+    // Compare with the row above: with no subscriber the request cache only asks
+    // `hasSubscribers`, so its 'miss' row is the untraced cost.
+    id: 'miss-traced',
+    name: '10 awaited misses, with a context-cache:load subscriber',
+    applies: (c) => c.name === 'context-cache',
+    prepare(c) {
+      const get = c.getter('repo', resolved);
+      const channel = tracingChannel('context-cache:load');
+      const handlers = { start() {}, end() {}, asyncStart() {}, asyncEnd() {}, error() {} };
+      let traced = 0;
+      const counting = { ...handlers, start: () => traced++ };
+      const page = () =>
+        c.request(async () => {
+          const base = seq;
+          seq += 10;
+          let sum = 0;
+          for (let i = 0; i < 10; i++) sum += await get(base + i);
+          return sum - 10 * base;
+        });
+      return {
+        before: () => channel.subscribe(counting),
+        after: () => channel.unsubscribe(counting),
+        async check() {
+          const before = traced;
+          expect((await page()) === 45, `${c.name}: traced miss values`);
+          expect(traced - before === 10, `${c.name}: every miss is traced`);
+        },
+        fn: page,
+      };
+    },
+  },
+  {
     id: 'setup',
     name: 'per-request setup',
     applies: (c) => c.scoped,
@@ -279,10 +313,15 @@ for (let round = 0; round < rounds; round++) {
       const entry = entries[(i + round) % entries.length];
       const { c, s } = entry;
       const timed = async () => {
-        await s.check(); // before every timing: a contender that goes wrong stops the run
-        const stats = await measure(s.fn, timing);
-        const bytes = s.alloc === undefined || round > 0 ? undefined : bytesPerCall(s.alloc);
-        return { stats, bytes };
+        s.before?.(); // a scenario may attach something (a subscriber) for its timing only
+        try {
+          await s.check(); // before every timing: a contender that goes wrong stops the run
+          const stats = await measure(s.fn, timing);
+          const bytes = s.alloc === undefined || round > 0 ? undefined : bytesPerCall(s.alloc);
+          return { stats, bytes };
+        } finally {
+          s.after?.();
+        }
       };
       const { stats, bytes } = s.inRequest ? await c.request(timed) : await timed();
       entry.runs.push(stats);
