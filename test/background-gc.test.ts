@@ -1,5 +1,3 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import {
   createBackgroundPool,
@@ -9,27 +7,7 @@ import {
   getWithContextCache,
   withCacheContext,
 } from '../src/index.js';
-
-// Same as running node with --expose-gc, from inside the test worker.
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-/** Collect until `ref` is gone, or give up after a bounded number of rounds. */
-async function collected(ref: WeakRef<object>): Promise<boolean> {
-  for (let round = 0; round < 20 && ref.deref() !== undefined; round++) {
-    await new Promise((r) => setImmediate(r));
-    gc();
-  }
-  return ref.deref() === undefined;
-}
-
-function deferred() {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
+import { collected, deferred } from './helpers/async.js';
 
 type Start = (task: () => Promise<void>) => void;
 

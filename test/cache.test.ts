@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   contextCached,
   currentSignal,
@@ -12,31 +12,9 @@ import {
   withCacheContext,
   withNoCacheContext,
 } from '../src/index.js';
+import { deferred, noUnhandledRejections } from './helpers/async.js';
 
-function deferred<T>() {
-  let resolve!: (value: T) => void;
-  let reject!: (err: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-const tick = () => new Promise((resolve) => setImmediate(resolve));
-
-let unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
-beforeEach(() => {
-  unhandled = [];
-  process.on('unhandledRejection', onUnhandled);
-});
-afterEach(async () => {
-  await tick();
-  await tick();
-  process.off('unhandledRejection', onUnhandled);
-  expect(unhandled).toEqual([]);
-});
+noUnhandledRejections();
 
 describe('no scope, no caching', () => {
   it('calls the loader every time outside a cache context', async () => {

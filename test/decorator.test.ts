@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   cached,
   cachedControls,
@@ -8,6 +8,7 @@ import {
   type LoaderContext,
   withCacheContext,
 } from '../src/index.js';
+import { noUnhandledRejections } from './helpers/async.js';
 
 interface User {
   id: number;
@@ -16,18 +17,7 @@ interface User {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
-let unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
-beforeEach(() => {
-  unhandled = [];
-  process.on('unhandledRejection', onUnhandled);
-});
-afterEach(async () => {
-  await tick();
-  await tick();
-  process.off('unhandledRejection', onUnhandled);
-  expect(unhandled).toEqual([]);
-});
+noUnhandledRejections();
 
 /** A repository with its own "database" and query log, as an app would have. */
 class UserRepository {

@@ -1,19 +1,6 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { getContextCache, getWithContextCache, withCacheContext } from '../src/index.js';
-
-// Same as running node with --expose-gc, from inside the test worker.
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-async function collected(ref: WeakRef<object>): Promise<boolean> {
-  for (let round = 0; round < 20 && ref.deref() !== undefined; round++) {
-    await new Promise((r) => setImmediate(r));
-    gc();
-  }
-  return ref.deref() === undefined;
-}
+import { collected } from './helpers/async.js';
 
 describe('a finished request', () => {
   it('is collectable: nothing the cache created (clock timer, promise chains) holds it', async () => {

@@ -12,8 +12,8 @@ import { createSharedCache, type SharedCache, withCacheContext } from '../../src
 import { encodeKey } from '../../src/keys.js';
 import { memoryStore } from '../../src/shared/memory.js';
 import { redisStore, tieredStore } from '../../src/shared/redis.js';
+import { eventually, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
-import { eventually, sleep } from '../helpers/shared.js';
 
 let server: RedisServer;
 let admin: Redis;

@@ -17,7 +17,7 @@ import {
   type StoreValue,
   withCacheContext,
 } from '../../src/index.js';
-import { deferred, eventually, noUnhandledRejections, sleep } from '../helpers/shared.js';
+import { deferred, eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 
 noUnhandledRejections();
 

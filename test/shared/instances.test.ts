@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeKey } from '../../src/keys.js';
+import { eventually } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
-import { eventually } from '../helpers/shared.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/instance.mjs', import.meta.url));

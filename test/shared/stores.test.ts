@@ -9,8 +9,8 @@ import { createSharedCache, memoryStore, type SharedCache, type Store } from '..
 import { encodeKey } from '../../src/keys.js';
 import { redisStore, tieredStore } from '../../src/shared/redis.js';
 import { GROUP_VIEW } from '../../src/shared/types.js';
+import { eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
-import { eventually, noUnhandledRejections, sleep } from '../helpers/shared.js';
 
 let server: RedisServer;
 let admin: Redis;

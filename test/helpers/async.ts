@@ -1,8 +1,10 @@
-/** Small helpers of the shared-tier tests. */
+/** Small async helpers shared by the tests: latches, polling, GC and rejection checks. */
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, expect } from 'vitest';
 
-export function deferred<T>() {
+export function deferred<T = void>() {
   let resolve!: (value: T) => void;
   let reject!: (err: unknown) => void;
   const promise = new Promise<T>((res, rej) => {
@@ -47,4 +49,22 @@ export function noUnhandledRejections(): { readonly count: number } {
       return seen.length;
     },
   };
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * Force garbage collection until `ref` is gone, or give up after a bounded number of
+ * rounds; true when it was collected. Turns on `--expose-gc` from inside the worker.
+ */
+export async function collected(ref: WeakRef<object>): Promise<boolean> {
+  if (gc === undefined) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  for (let round = 0; round < 20 && ref.deref() !== undefined; round++) {
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+  }
+  return ref.deref() === undefined;
 }
