@@ -429,6 +429,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     } catch {
       return MISS;
     }
+    return decodeOrDrop(key, raw);
+  }
+
+  /** The value in `raw`, or `MISS` when there is none or it does not decode (then dropped). */
+  function decodeOrDrop(key: string, raw: StoreValue | undefined): unknown {
     if (raw === undefined) return MISS;
     const value = decode(raw);
     if (value === MISS) dropCorrupt(key);
@@ -445,10 +450,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     } catch {
       return MISS;
     }
-    if (raw === undefined) return MISS;
-    const value = decode(raw);
-    if (value === MISS) dropCorrupt(key);
-    return value;
+    return decodeOrDrop(key, raw);
   }
 
   function notStored(key: string, why: string): void {
