@@ -9,7 +9,7 @@
 
 import { now } from './clock.js';
 import { publishEnd, traceLoad, tracingLoads } from './diagnostics.js';
-import { type CacheKey, checkGroup, checkLoader, encodeComposite, keyError } from './keys.js';
+import { type CacheKey, checkGroup, checkLoader, mapKeyOf } from './keys.js';
 import type { LoaderContext, ScopeState } from './scope.js';
 import { ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
 
@@ -272,18 +272,20 @@ export class Cache implements EphemeralCache, ScopeState {
     return false;
   }
 
-  /** The map of `group` for `key`'s kind (if it exists yet), and the key to use in it. */
-  private slot(
-    fn: string,
-    group: string,
-    key: unknown,
-  ): [Map<unknown, Entry> | undefined, unknown] {
-    if (typeof key === 'object' && key !== null) {
-      if (!Array.isArray(key)) throw keyError(fn, key);
-      return [this.composites?.get(group), encodeComposite(fn, key)];
+  /**
+   * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
+   * to come in runs of one group, so the last primitive group's map is remembered (a
+   * group's map never changes until `end()`).
+   */
+  private mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
+    if (composite) return this.composites?.get(group);
+    if (group === this.lastGroup) return this.lastMap;
+    const map = this.primitives?.get(group);
+    if (map !== undefined) {
+      this.lastGroup = group;
+      this.lastMap = map;
     }
-    if (typeof key === 'function' || typeof key === 'symbol') throw keyError(fn, key);
-    return [this.primitives?.get(group), key];
+    return map;
   }
 
   /** The async lookup behind `getWithContextCache`. */
@@ -295,33 +297,12 @@ export class Cache implements EphemeralCache, ScopeState {
     cut: StackCut,
     thisArg?: unknown,
   ): Promise<unknown> {
-    // The hit path is written out here (no `slot()` tuple) to allocate nothing.
     checkGroup('getWithContextCache', group);
     checkLoader('getWithContextCache', loader);
-    let map: Map<unknown, Entry> | undefined;
-    let mapKey: unknown = key;
-    if (typeof key === 'object' && key !== null) {
-      if (!Array.isArray(key)) throw keyError('getWithContextCache', key);
-      mapKey = encodeComposite('getWithContextCache', key);
-      map = this.composites?.get(group);
-    } else {
-      if (typeof key === 'function' || typeof key === 'symbol') {
-        throw keyError('getWithContextCache', key);
-      }
-      // Lookups tend to come in runs of one group: remember the last group's map.
-      if (group === this.lastGroup) map = this.lastMap;
-      else {
-        map = this.primitives?.get(group);
-        if (map !== undefined) {
-          this.lastGroup = group;
-          this.lastMap = map;
-        }
-      }
-    }
-    if (this.closed || now() >= this.deadline) {
-      if (!this.stillServing('getWithContextCache', cut)) {
-        return this.passThrough(group, key, loader, ctx, thisArg);
-      }
+    const mapKey = mapKeyOf('getWithContextCache', key);
+    const map = this.mapOf(group, typeof key === 'object' && key !== null);
+    if (!this.serving('getWithContextCache', cut)) {
+      return this.passThrough(group, key, loader, ctx, thisArg);
     }
     if (map !== undefined) {
       const entry = map.get(mapKey);
@@ -415,7 +396,8 @@ export class Cache implements EphemeralCache, ScopeState {
     const fn = 'getWithContextCacheSync';
     checkGroup(fn, group);
     checkLoader(fn, loader);
-    const [map, mapKey] = this.slot(fn, group, key);
+    const mapKey = mapKeyOf(fn, key);
+    const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return this.passThroughSync(group, key, loader);
     const entry = map?.get(mapKey);
     if (entry?.settled) {
@@ -463,7 +445,8 @@ export class Cache implements EphemeralCache, ScopeState {
   /** `getContextData`: the settled value, or `undefined`. */
   getData(fn: string, group: string, key: CacheKey, cut: StackCut): unknown {
     checkGroup(fn, group);
-    const [map, mapKey] = this.slot(fn, group, key);
+    const mapKey = mapKeyOf(fn, key);
+    const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return undefined;
     const entry = map?.get(mapKey);
     return entry?.settled ? entry.value : undefined;
@@ -472,7 +455,8 @@ export class Cache implements EphemeralCache, ScopeState {
   /** `hasContextData`: whether a settled value is present. */
   hasData(fn: string, group: string, key: CacheKey, cut: StackCut): boolean {
     checkGroup(fn, group);
-    const [map, mapKey] = this.slot(fn, group, key);
+    const mapKey = mapKeyOf(fn, key);
+    const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return false;
     return map?.get(mapKey)?.settled === true;
   }
@@ -480,7 +464,8 @@ export class Cache implements EphemeralCache, ScopeState {
   /** `setContextData`: store a settled value, keeping an existing key's place. */
   setData(fn: string, group: string, key: CacheKey, value: unknown, cut: StackCut): void {
     checkGroup(fn, group);
-    const [found, mapKey] = this.slot(fn, group, key);
+    const mapKey = mapKeyOf(fn, key);
+    const found = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return;
     const entry = found?.get(mapKey);
     if (entry !== undefined) {
@@ -494,7 +479,8 @@ export class Cache implements EphemeralCache, ScopeState {
   /** `removeContextData`: drop an entry (a load in flight still settles for its waiters). */
   removeData(fn: string, group: string, key: CacheKey, cut: StackCut): void {
     checkGroup(fn, group);
-    const [map, mapKey] = this.slot(fn, group, key);
+    const mapKey = mapKeyOf(fn, key);
+    const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (this.isEnded) {
       this.stillServing(fn, cut);
       return;

@@ -73,6 +73,35 @@ function encodePart(fn: string, index: number, part: unknown): string {
   throw index < 0 ? keyError(fn, part) : partError(fn, index, part);
 }
 
+function isKeyPart(value: unknown): boolean {
+  const type = typeof value;
+  return value === null || (type !== 'object' && type !== 'function' && type !== 'symbol');
+}
+
+/** Throw a `TypeError` unless `key` is a `CacheKey`. Builds nothing. */
+export function checkKey(fn: string, key: unknown): void {
+  if (!Array.isArray(key)) {
+    if (!isKeyPart(key)) throw keyError(fn, key);
+    return;
+  }
+  for (let i = 0; i < key.length; i++) {
+    if (!isKeyPart(key[i])) throw partError(fn, i, key[i]);
+  }
+}
+
+/**
+ * The key to use in a request-cache map: a primitive as it is (a `Map` compares it by
+ * value), a composite key encoded. Throws a `TypeError` for anything else.
+ */
+export function mapKeyOf(fn: string, key: unknown): unknown {
+  if (typeof key === 'object' && key !== null) {
+    if (!Array.isArray(key)) throw keyError(fn, key);
+    return encodeComposite(fn, key);
+  }
+  if (typeof key === 'function' || typeof key === 'symbol') throw keyError(fn, key);
+  return key;
+}
+
 /** Encode a composite key (the array's elements, each self-delimiting). */
 export function encodeComposite(fn: string, key: readonly unknown[]): string {
   let out = '';

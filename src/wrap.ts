@@ -3,7 +3,7 @@
  * the loader when there is none (Gitea's behaviour outside a cache context).
  */
 
-import { type CacheKey, checkGroup, checkLoader, encodeKey } from './keys.js';
+import { type CacheKey, checkGroup, checkKey, checkLoader } from './keys.js';
 import { currentScope, type LoaderContext } from './scope.js';
 import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
 import { describe, type StackCut } from './warnings.js';
@@ -35,7 +35,7 @@ export function lookup<K extends CacheKey, T>(
   }
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
-  encodeKey('getWithContextCache', key); // validates the key: the same TypeError as with a cache
+  checkKey('getWithContextCache', key); // the same TypeError as with a cache
   try {
     return Promise.resolve(loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT));
   } catch (err) {
@@ -85,13 +85,13 @@ export function getWithContextCacheSync<K extends CacheKey, T>(
   }
   checkGroup('getWithContextCacheSync', group);
   checkLoader('getWithContextCacheSync', loader);
-  encodeKey('getWithContextCacheSync', key);
+  checkKey('getWithContextCacheSync', key);
   return loader(key);
 }
 
 function validateOutside(fn: string, group: unknown, key: unknown): void {
   checkGroup(fn, group);
-  encodeKey(fn, key);
+  checkKey(fn, key);
 }
 
 /**
