@@ -54,6 +54,19 @@ function bytesPerCall(fn) {
 const noop = () => 1;
 const calls = new Array(1000);
 
+/** A new request that loads 10 fresh keys, one after another; resolves with 45. */
+function missPage(c) {
+  const get = c.getter('repo', resolved);
+  return () =>
+    c.request(async () => {
+      const base = seq;
+      seq += 10;
+      let sum = 0;
+      for (let i = 0; i < 10; i++) sum += await get(base + i);
+      return sum - 10 * base;
+    });
+}
+
 /**
  * Each scenario: `applies(c)`; `prepare(c)` builds the getters once (as a module would)
  * and returns { check, fn, inRequest?, alloc? }. `check` runs before timing and throws on
@@ -151,15 +164,7 @@ const scenarios = [
     name: '10 awaited misses, resolved loader, new request',
     applies: () => true,
     prepare(c) {
-      const get = c.getter('repo', resolved);
-      const page = () =>
-        c.request(async () => {
-          const base = seq;
-          seq += 10;
-          let sum = 0;
-          for (let i = 0; i < 10; i++) sum += await get(base + i);
-          return sum - 10 * base;
-        });
+      const page = missPage(c);
       return {
         async check() {
           const before = loads;
@@ -180,9 +185,14 @@ const scenarios = [
     prepare(c) {
       const get = c.getter('repo', resolved);
       const channel = tracingChannel('context-cache:load');
-      const handlers = { start() {}, end() {}, asyncStart() {}, asyncEnd() {}, error() {} };
       let traced = 0;
-      const counting = { ...handlers, start: () => traced++ };
+      const counting = {
+        start: () => traced++,
+        end() {},
+        asyncStart() {},
+        asyncEnd() {},
+        error() {},
+      };
       const page = () =>
         c.request(async () => {
           const base = seq;
