@@ -115,6 +115,32 @@ async function hitsAgain(cache: SharedCache<unknown>): Promise<void> {
   expect(loads).toBe(1);
 }
 
+/**
+ * The end of an outage test: wait for the recovery report, stop the load loop, check
+ * hits come back, print the figures, and assert 0 failed requests, 0 unhandled
+ * rejections, and exactly one error report then one recovery for the outage.
+ */
+async function recovered(
+  label: string,
+  report: ReturnType<typeof reporting>,
+  cache: Parameters<typeof hitsAgain>[0],
+  loop: ReturnType<typeof loadLoop>,
+): Promise<void> {
+  await eventually(() => report.events.includes('recover'), 'the store recovered', 400);
+  await sleep(300);
+  await loop.stop();
+  await hitsAgain(cache);
+  await cache.close();
+  const figures = { requests: loop.requests, failed: loop.failed, unhandled: unhandled.length };
+  console.info(`${label}: ${JSON.stringify({ ...figures, reports: report.events })}`);
+  expect(loop.requests).toBeGreaterThan(50);
+  expect(loop.failed).toBe(0);
+  expect(unhandled).toEqual([]);
+  expect(report.events.length).toBe(2);
+  expect(report.events[0]).toMatch(/^error /);
+  expect(report.events[1]).toBe('recover');
+}
+
 describe.each([
   { name: 'redisStore', tiered: false },
   { name: 'tieredStore', tiered: true },
@@ -141,19 +167,7 @@ describe.each([
     await server.kill();
     await sleep(800);
     await server.restart();
-    await eventually(() => report.events.includes('recover'), 'the store recovered', 400);
-    await sleep(300);
-    await loop.stop();
-    await hitsAgain(cache);
-    await cache.close();
-    const figures = { requests: loop.requests, failed: loop.failed, unhandled: unhandled.length };
-    console.info(`SIGKILL+restart: ${JSON.stringify({ ...figures, reports: report.events })}`);
-    expect(loop.requests).toBeGreaterThan(50);
-    expect(loop.failed).toBe(0);
-    expect(unhandled).toEqual([]);
-    expect(report.events.length).toBe(2);
-    expect(report.events[0]).toMatch(/^error /);
-    expect(report.events[1]).toBe('recover');
+    await recovered('SIGKILL+restart', report, cache, loop);
   });
 
   it('survives redis-server paused (SIGSTOP) for longer than readTimeout', async () => {
@@ -164,18 +178,7 @@ describe.each([
     server.pause();
     await sleep(1200); // readTimeout is 250 ms
     server.resume();
-    await eventually(() => report.events.includes('recover'), 'the store recovered', 400);
-    await sleep(300);
-    await loop.stop();
-    await hitsAgain(cache);
-    await cache.close();
-    const figures = { requests: loop.requests, failed: loop.failed, unhandled: unhandled.length };
-    console.info(`SIGSTOP/SIGCONT: ${JSON.stringify({ ...figures, reports: report.events })}`);
-    expect(loop.requests).toBeGreaterThan(50);
-    expect(loop.failed).toBe(0);
-    expect(unhandled).toEqual([]);
-    expect(report.events).toEqual([report.events[0], 'recover']);
-    expect(report.events[0]).toMatch(/^error /);
+    await recovered('SIGSTOP/SIGCONT', report, cache, loop);
   });
 
   it('reloads and rewrites a corrupt value written under a key', async () => {
