@@ -15,7 +15,7 @@
 
 import { AsyncResource } from 'node:async_hooks';
 import { runInScope, Scope, sharedBackgroundPool } from './scope.js';
-import { describe } from './warnings.js';
+import { describe, isCount, isDuration } from './warnings.js';
 
 /**
  * The scope of the pools' bookkeeping: no cache, no signal. Running it in a scope of its
@@ -98,7 +98,7 @@ export function checkTask(api: string, fn: unknown, options: unknown): void {
     );
   }
   const { timeout, name } = options as Record<string, unknown>;
-  if (timeout !== undefined && !(typeof timeout === 'number' && timeout > 0)) {
+  if (timeout !== undefined && !isDuration(timeout)) {
     throw new TypeError(
       `${api}(): options.timeout must be a positive number of milliseconds (or Infinity), got ${describe(timeout)}.`,
     );
@@ -273,12 +273,6 @@ interface Task {
   controller?: AbortController;
 }
 
-function isCount(value: unknown, min: number): boolean {
-  return (
-    typeof value === 'number' && value >= min && (Number.isInteger(value) || value === Infinity)
-  );
-}
-
 function checkPoolOptions(options: unknown): void {
   if (options === undefined) return;
   if (typeof options !== 'object' || options === null) {
@@ -322,7 +316,7 @@ function checkDrainOptions(api: string, options: unknown): void {
     );
   }
   const { timeout } = options as Record<string, unknown>;
-  if (timeout !== undefined && !(typeof timeout === 'number' && timeout > 0)) {
+  if (timeout !== undefined && !isDuration(timeout)) {
     throw new TypeError(
       `${api}(): options.timeout must be a positive number of milliseconds (or Infinity), got ${describe(timeout)}.`,
     );

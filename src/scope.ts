@@ -33,7 +33,7 @@ import {
   EMPTY_CONTEXT,
   type EphemeralCache,
 } from './ephemeral.js';
-import { describe } from './warnings.js';
+import { describe, isCount, isDuration } from './warnings.js';
 
 /** What a loader receives besides its key. */
 export interface LoaderContext {
@@ -153,19 +153,12 @@ function checkOptions(options: unknown): void {
     );
   }
   const { lifetime, maxEntries, signal } = options as Record<string, unknown>;
-  if (lifetime !== undefined && !(typeof lifetime === 'number' && lifetime > 0)) {
+  if (lifetime !== undefined && !isDuration(lifetime)) {
     throw new TypeError(
       `withCacheContext(): options.lifetime must be a positive number of milliseconds, got ${describe(lifetime)}.`,
     );
   }
-  if (
-    maxEntries !== undefined &&
-    !(
-      typeof maxEntries === 'number' &&
-      maxEntries >= 1 &&
-      (Number.isInteger(maxEntries) || maxEntries === Infinity)
-    )
-  ) {
+  if (maxEntries !== undefined && !isCount(maxEntries, 1)) {
     throw new TypeError(
       `withCacheContext(): options.maxEntries must be a positive integer, got ${describe(maxEntries)}.`,
     );

@@ -52,3 +52,15 @@ export function describe(value: unknown): string {
     }
   }
 }
+
+/** Whether `value` is a whole number of at least `min` (or `Infinity`), as counts are. */
+export function isCount(value: unknown, min: number): value is number {
+  return (
+    typeof value === 'number' && value >= min && (Number.isInteger(value) || value === Infinity)
+  );
+}
+
+/** Whether `value` is a positive number of milliseconds. */
+export function isDuration(value: unknown): value is number {
+  return typeof value === 'number' && value > 0;
+}

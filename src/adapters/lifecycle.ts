@@ -16,7 +16,7 @@ import {
   getContextCache,
   withCacheContext,
 } from '../index.js';
-import { describe } from '../warnings.js';
+import { describe, isCount, isDuration } from '../warnings.js';
 
 /** Options every adapter takes; `Req` is the framework's own request object. */
 export interface AdapterOptions<Req> {
@@ -66,7 +66,7 @@ export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings
   const { lifetime, maxEntries, serverTiming, onEnd } = options as Record<string, unknown>;
   const context: CacheContextOptions = {};
   if (lifetime !== undefined) {
-    if (!(typeof lifetime === 'number' && lifetime > 0)) {
+    if (!isDuration(lifetime)) {
       throw new TypeError(
         `${fn}(): options.lifetime must be a positive number of milliseconds such as 60_000, got ${describe(lifetime)}.`,
       );
@@ -74,13 +74,7 @@ export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings
     context.lifetime = lifetime;
   }
   if (maxEntries !== undefined) {
-    if (
-      !(
-        typeof maxEntries === 'number' &&
-        maxEntries >= 1 &&
-        (Number.isInteger(maxEntries) || maxEntries === Infinity)
-      )
-    ) {
+    if (!isCount(maxEntries, 1)) {
       throw new TypeError(
         `${fn}(): options.maxEntries must be a positive integer such as 1000, got ${describe(maxEntries)}.`,
       );
