@@ -131,38 +131,77 @@ class LazyLoaderContext implements LoaderContext {
 /** What loaders get when their scope has no signal. */
 export const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
 
+/** `Cache.flags` bits. */
+const IS_CLOSED = 1; // ended or expired: serves nothing
+const IS_ENDED = 2;
+const WARNED_ENDED = 4;
+const WARNED_EXPIRED = 8;
+
+/**
+ * What a request cache holds and counts, made on its first lookup or write: a request
+ * that never looks anything up (a health check, a static file) only pays for the
+ * `Cache` itself. `end()` drops the entries and keeps the counts.
+ */
+class Contents implements CacheStats {
+  primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
+  composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
+  head: Entry | undefined = undefined;
+  tail: Entry | undefined = undefined;
+  size = 0;
+  /** The primitive-key map of the group looked up last (a group's map never changes). */
+  lastGroup: string | undefined = undefined;
+  lastMap: Map<unknown, Entry> | undefined = undefined;
+  hits = 0;
+  joins = 0;
+  misses = 0;
+  loads = 0;
+  errors = 0;
+  evictions = 0;
+
+  /**
+   * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
+   * to come in runs of one group, so the last primitive group's map is remembered.
+   */
+  mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
+    if (composite) return this.composites?.get(group);
+    if (group === this.lastGroup) return this.lastMap;
+    const map = this.primitives?.get(group);
+    if (map !== undefined) {
+      this.lastGroup = group;
+      this.lastMap = map;
+    }
+    return map;
+  }
+
+  /** Drop every entry; the counts stay. */
+  clear(): void {
+    this.primitives = undefined;
+    this.composites = undefined;
+    this.head = undefined;
+    this.tail = undefined;
+    this.size = 0;
+    this.lastGroup = undefined;
+    this.lastMap = undefined;
+  }
+}
+
 /**
  * The request cache. Exposed to users through the `EphemeralCache` interface. It is
  * also the scope kept in the AsyncLocalStorage for its request (`cache` is itself), so
- * opening a request allocates one object, not two.
+ * opening a request allocates one small object: what it holds, its counts and its
+ * loaders' context are made when first needed.
  */
 export class Cache implements EphemeralCache, ScopeState {
   readonly cache: Cache;
-  readonly loaderContext: LoaderContext;
   private signalValue: AbortSignal | undefined;
   /** Makes the signal on first use (see `CacheContextOptions.signal`). */
   private signalSource: (() => AbortSignal) | undefined;
-  private primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
-  private composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
-  private head: Entry | undefined = undefined;
-  private tail: Entry | undefined = undefined;
-  private count = 0;
-  /** The primitive-key map of the group looked up last (a group's map never changes). */
-  private lastGroup: string | undefined = undefined;
-  private lastMap: Map<unknown, Entry> | undefined = undefined;
+  private context: LoaderContext | undefined = undefined;
+  private contents: Contents | undefined = undefined;
+  private flags = 0;
   private readonly deadline: number;
   private readonly lifetime: number;
   private readonly maxEntries: number;
-  private closed = false;
-  private isEnded = false;
-  private warnedEnded = false;
-  private warnedExpired = false;
-  private hits = 0;
-  private joins = 0;
-  private misses = 0;
-  private loads = 0;
-  private errors = 0;
-  private evictions = 0;
 
   constructor(
     lifetime: number,
@@ -173,12 +212,9 @@ export class Cache implements EphemeralCache, ScopeState {
     if (typeof signal === 'function') {
       this.signalValue = undefined;
       this.signalSource = signal;
-      // A loader that never reads `ctx.signal` never makes the signal.
-      this.loaderContext = new LazyLoaderContext(this);
     } else {
       this.signalValue = signal;
       this.signalSource = undefined;
-      this.loaderContext = signal === undefined ? EMPTY_CONTEXT : { signal };
     }
     this.lifetime = lifetime;
     this.maxEntries = maxEntries;
@@ -195,8 +231,24 @@ export class Cache implements EphemeralCache, ScopeState {
     return this.signalValue;
   }
 
+  /** What loaders get: `{ signal }`, made on the first load of this scope. */
+  get loaderContext(): LoaderContext {
+    let context = this.context;
+    if (context === undefined) {
+      if (this.signalSource !== undefined) {
+        // A loader that never reads `ctx.signal` never makes the signal.
+        context = new LazyLoaderContext(this);
+      } else {
+        const signal = this.signalValue;
+        context = signal === undefined ? EMPTY_CONTEXT : { signal };
+      }
+      this.context = context;
+    }
+    return context;
+  }
+
   get ended(): boolean {
-    return this.isEnded;
+    return (this.flags & IS_ENDED) !== 0;
   }
 
   get expired(): boolean {
@@ -204,37 +256,42 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   get size(): number {
-    return this.count;
+    return this.contents?.size ?? 0;
   }
 
   stats(): CacheStats {
+    const c = this.contents;
+    if (c === undefined) return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0 };
     return {
-      hits: this.hits,
-      joins: this.joins,
-      misses: this.misses,
-      loads: this.loads,
-      errors: this.errors,
-      evictions: this.evictions,
+      hits: c.hits,
+      joins: c.joins,
+      misses: c.misses,
+      loads: c.loads,
+      errors: c.errors,
+      evictions: c.evictions,
     };
   }
 
   end(): void {
-    if (this.isEnded) return;
-    this.isEnded = true;
-    this.closed = true;
-    this.primitives = undefined;
-    this.composites = undefined;
-    this.lastGroup = undefined;
-    this.lastMap = undefined;
-    this.head = undefined;
-    this.tail = undefined;
-    this.count = 0;
+    if ((this.flags & IS_ENDED) !== 0) return;
+    this.flags |= IS_ENDED | IS_CLOSED;
+    this.contents?.clear();
     publishEnd(this);
+  }
+
+  /** What the cache holds and counts, made on first use. */
+  private hold(): Contents {
+    let contents = this.contents;
+    if (contents === undefined) {
+      contents = new Contents();
+      this.contents = contents;
+    }
+    return contents;
   }
 
   /** Whether the cache can serve: false once ended or expired. */
   private serving(fn: string, cut: StackCut): boolean {
-    return (!this.closed && now() < this.deadline) || this.stillServing(fn, cut);
+    return ((this.flags & IS_CLOSED) === 0 && now() < this.deadline) || this.stillServing(fn, cut);
   }
 
   /**
@@ -243,13 +300,14 @@ export class Cache implements EphemeralCache, ScopeState {
    * called, where the warning's stack trace starts.
    */
   private stillServing(fn: string, cut: StackCut): boolean {
-    if (!this.closed) {
+    const flags = this.flags;
+    if ((flags & IS_CLOSED) === 0) {
       if (now() < this.deadline) return true;
-      this.closed = true;
+      this.flags |= IS_CLOSED;
     }
-    if (this.isEnded) {
-      if (!this.warnedEnded) {
-        this.warnedEnded = true;
+    if ((flags & IS_ENDED) !== 0) {
+      if ((flags & WARNED_ENDED) === 0) {
+        this.flags |= WARNED_ENDED;
         warn(
           `${fn}() ran after its request had ended, so nothing was cached: this code ` +
             'outlives the response. Run work that continues after the response in ' +
@@ -258,8 +316,8 @@ export class Cache implements EphemeralCache, ScopeState {
           cut,
         );
       }
-    } else if (!this.warnedExpired) {
-      this.warnedExpired = true;
+    } else if ((flags & WARNED_EXPIRED) === 0) {
+      this.flags |= WARNED_EXPIRED;
       warn(
         `${fn}() used a request cache more than ${this.lifetime} ms after it was created, ` +
           'past its lifetime, so lookups now pass through to their loaders. This is ' +
@@ -272,20 +330,9 @@ export class Cache implements EphemeralCache, ScopeState {
     return false;
   }
 
-  /**
-   * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
-   * to come in runs of one group, so the last primitive group's map is remembered (a
-   * group's map never changes until `end()`).
-   */
+  /** The map of `group` for primitive or composite keys, if it exists yet. */
   private mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
-    if (composite) return this.composites?.get(group);
-    if (group === this.lastGroup) return this.lastMap;
-    const map = this.primitives?.get(group);
-    if (map !== undefined) {
-      this.lastGroup = group;
-      this.lastMap = map;
-    }
-    return map;
+    return this.contents?.mapOf(group, composite);
   }
 
   /** The async lookup behind `getWithContextCache`. */
@@ -293,43 +340,43 @@ export class Cache implements EphemeralCache, ScopeState {
     group: string,
     key: CacheKey,
     loader: Loader,
-    ctx: LoaderContext,
     cut: StackCut,
     thisArg?: unknown,
   ): Promise<unknown> {
     checkGroup('getWithContextCache', group);
     checkLoader('getWithContextCache', loader);
     const mapKey = mapKeyOf('getWithContextCache', key);
-    const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving('getWithContextCache', cut)) {
-      return this.passThrough(group, key, loader, ctx, thisArg);
+      return this.passThrough(group, key, loader, thisArg);
     }
-    if (map !== undefined) {
-      const entry = map.get(mapKey);
+    const contents = this.contents;
+    if (contents !== undefined) {
+      const entry = contents.mapOf(group, typeof key === 'object' && key !== null)?.get(mapKey);
       if (entry !== undefined) {
         if (entry.settled) {
-          this.hits++;
+          contents.hits++;
           if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
           return entry.promise;
         }
-        this.joins++;
+        contents.joins++;
         return entry.promise as Promise<unknown>;
       }
     }
-    return this.load(group, key, mapKey, loader, ctx, thisArg);
+    return this.load(group, key, mapKey, loader, thisArg);
   }
 
   private passThrough(
     group: string,
     key: CacheKey,
     loader: Loader,
-    ctx: LoaderContext,
     thisArg: unknown,
   ): Promise<unknown> {
-    if (!this.isEnded) {
-      this.misses++;
-      this.loads++;
+    const counts = this.ended ? undefined : this.hold();
+    if (counts !== undefined) {
+      counts.misses++;
+      counts.loads++;
     }
+    const ctx = this.loaderContext;
     try {
       return Promise.resolve(
         tracingLoads()
@@ -337,7 +384,7 @@ export class Cache implements EphemeralCache, ScopeState {
           : loader.call(thisArg, key as never, ctx),
       );
     } catch (err) {
-      if (!this.isEnded) this.errors++;
+      if (counts !== undefined && !this.ended) counts.errors++;
       return Promise.reject(err);
     }
   }
@@ -347,11 +394,12 @@ export class Cache implements EphemeralCache, ScopeState {
     key: CacheKey,
     mapKey: unknown,
     loader: Loader,
-    ctx: LoaderContext,
     thisArg: unknown,
   ): Promise<unknown> {
-    this.misses++;
-    this.loads++;
+    const counts = this.hold();
+    counts.misses++;
+    counts.loads++;
+    const ctx = this.loaderContext;
     let result: unknown;
     try {
       result = tracingLoads()
@@ -359,19 +407,19 @@ export class Cache implements EphemeralCache, ScopeState {
         : loader.call(thisArg, key as never, ctx);
     } catch (err) {
       // Errors are not cached: a throwing loader rejects this call and stores nothing.
-      this.errors++;
+      counts.errors++;
       return Promise.reject(err);
     }
     if (!isThenable(result)) {
       const promise = Promise.resolve(result);
       // A loader that ended the request cache (however odd) stores nothing.
-      if (this.isEnded) return promise;
+      if (this.ended) return promise;
       const map = this.groupMap(group, typeof key === 'object' && key !== null);
       this.insert(map, mapKey, new Entry(map, mapKey, true, result, promise));
       return promise;
     }
     const promise = Promise.resolve(result);
-    if (this.isEnded) return promise;
+    if (this.ended) return promise;
     const map = this.groupMap(group, typeof key === 'object' && key !== null);
     const entry = new Entry(map, mapKey, false, undefined, promise);
     this.insert(map, mapKey, entry);
@@ -384,7 +432,7 @@ export class Cache implements EphemeralCache, ScopeState {
         }
       },
       () => {
-        if (!this.isEnded) this.errors++;
+        if (!this.ended) counts.errors++;
         if (entry.promise === promise) this.remove(entry);
       },
     );
@@ -400,23 +448,24 @@ export class Cache implements EphemeralCache, ScopeState {
     const map = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return this.passThroughSync(group, key, loader);
     const entry = map?.get(mapKey);
+    const counts = this.hold();
     if (entry?.settled) {
-      this.hits++;
+      counts.hits++;
       return entry.value;
     }
     // Nothing, or a load in flight that a sync caller cannot wait for: load here.
-    this.misses++;
-    this.loads++;
+    counts.misses++;
+    counts.loads++;
     let value: unknown;
     try {
       value = tracingLoads()
         ? traceLoad(group, key, true, true, () => loader(key as never))
         : loader(key as never);
     } catch (err) {
-      this.errors++;
+      counts.errors++;
       throw err;
     }
-    if (this.isEnded) return value;
+    if (this.ended) return value;
     // The loader may itself have set or removed this key: only a still-present entry
     // is replaced in place.
     if (entry !== undefined && map?.get(mapKey) === entry) this.replace(entry, value);
@@ -428,16 +477,17 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   private passThroughSync(group: string, key: CacheKey, loader: SyncLoader): unknown {
-    if (!this.isEnded) {
-      this.misses++;
-      this.loads++;
+    const counts = this.ended ? undefined : this.hold();
+    if (counts !== undefined) {
+      counts.misses++;
+      counts.loads++;
     }
     try {
       return tracingLoads()
         ? traceLoad(group, key, true, false, () => loader(key as never))
         : loader(key as never);
     } catch (err) {
-      if (!this.isEnded) this.errors++;
+      if (counts !== undefined && !this.ended) counts.errors++;
       throw err;
     }
   }
@@ -481,7 +531,7 @@ export class Cache implements EphemeralCache, ScopeState {
     checkGroup(fn, group);
     const mapKey = mapKeyOf(fn, key);
     const map = this.mapOf(group, typeof key === 'object' && key !== null);
-    if (this.isEnded) {
+    if (this.ended) {
       this.stillServing(fn, cut);
       return;
     }
@@ -489,12 +539,14 @@ export class Cache implements EphemeralCache, ScopeState {
     if (entry !== undefined) this.remove(entry);
   }
 
+  /** The map of `group`, made (with what holds it) on first use. */
   private groupMap(group: string, composite: boolean): Map<unknown, Entry> {
-    let groups = composite ? this.composites : this.primitives;
+    const contents = this.hold();
+    let groups = composite ? contents.composites : contents.primitives;
     if (groups === undefined) {
       groups = new Map();
-      if (composite) this.composites = groups;
-      else this.primitives = groups;
+      if (composite) contents.composites = groups;
+      else contents.primitives = groups;
     }
     let map = groups.get(group);
     if (map === undefined) {
@@ -510,37 +562,40 @@ export class Cache implements EphemeralCache, ScopeState {
     entry.promise = undefined;
   }
 
+  /** Link `entry` in, after `groupMap()` made `map` (so `contents` exists). */
   private insert(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
     // A loader that stored its own key while running (re-entrant) left an entry here:
     // drop it, so every entry in a map is linked exactly once and eviction always ends.
     const previous = map.get(mapKey);
     if (previous !== undefined) this.remove(previous);
+    const contents = this.contents as Contents;
     map.set(mapKey, entry);
-    const tail = this.tail;
-    if (tail === undefined) this.head = entry;
+    const tail = contents.tail;
+    if (tail === undefined) contents.head = entry;
     else {
       tail.next = entry;
       entry.prev = tail;
     }
-    this.tail = entry;
-    this.count++;
-    while (this.count > this.maxEntries && this.head !== undefined) {
-      this.remove(this.head);
-      this.evictions++;
+    contents.tail = entry;
+    contents.size++;
+    while (contents.size > this.maxEntries && contents.head !== undefined) {
+      this.remove(contents.head);
+      contents.evictions++;
     }
   }
 
   private remove(entry: Entry): void {
     // An entry replaced or dropped earlier (or dropped by end()) is no longer linked.
-    if (this.isEnded || entry.map.get(entry.key) !== entry) return;
+    const contents = this.contents;
+    if (contents === undefined || this.ended || entry.map.get(entry.key) !== entry) return;
     entry.map.delete(entry.key);
     const { prev, next } = entry;
-    if (prev === undefined) this.head = next;
+    if (prev === undefined) contents.head = next;
     else prev.next = next;
-    if (next === undefined) this.tail = prev;
+    if (next === undefined) contents.tail = prev;
     else next.prev = prev;
     entry.prev = undefined;
     entry.next = undefined;
-    this.count--;
+    contents.size--;
   }
 }

@@ -45,7 +45,7 @@ export interface LoaderContext {
 export interface ScopeState {
   readonly cache: Cache | undefined;
   readonly signal: AbortSignal | undefined;
-  /** Handed to loaders; built once per scope so a load allocates no context object. */
+  /** Handed to loaders; made at most once per scope, so a load allocates no context object. */
   readonly loaderContext: LoaderContext;
 }
 

@@ -24,14 +24,7 @@ export function lookup<K extends CacheKey, T>(
 ): Promise<T> {
   const scope = currentScope();
   if (scope !== undefined && scope.cache !== undefined) {
-    return scope.cache.fetch(
-      group,
-      key,
-      loader as never,
-      scope.loaderContext,
-      cut,
-      thisArg,
-    ) as Promise<T>;
+    return scope.cache.fetch(group, key, loader as never, cut, thisArg) as Promise<T>;
   }
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);

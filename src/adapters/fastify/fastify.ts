@@ -1,4 +1,3 @@
-import { AsyncResource } from 'node:async_hooks';
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import {
@@ -11,11 +10,6 @@ import {
 /** Options of the Fastify plugin; `onEnd` receives Fastify's `request`. */
 export type Options = AdapterOptions<FastifyRequest>;
 
-/** Where `onRequest` leaves the request's async context for `preValidation` to resume. */
-const kResume = Symbol('context-cache.resume');
-
-type WithResume = FastifyRequest & { [kResume]: AsyncResource | null };
-
 const plugin: FastifyPluginCallback<Options> = (fastify, options, done) => {
   // Fastify hands the plugin the object given to register(), possibly with its own keys
   // (prefix, logLevel); only ours are checked.
@@ -26,32 +20,12 @@ const plugin: FastifyPluginCallback<Options> = (fastify, options, done) => {
     done(err as Error);
     return;
   }
-  fastify.decorateRequest(kResume, null);
-
+  // Bodies are read in 'data'/'end' listeners, which run in the socket's async context
+  // (nodejs/node#34430); every Fastify 5 release runs its content-type parsers' callback
+  // in an AsyncResource made in the request's context, so the hooks after parsing and the
+  // handler are back in this scope without help from us.
   fastify.addHook('onRequest', function contextCacheOnRequest(request, reply, next) {
-    runRequest(reply.raw, request, settings, () => {
-      const headers = request.raw.headers;
-      if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined) {
-        (request as WithResume)[kResume] = new AsyncResource('context-cache');
-      }
-      next();
-    });
-  });
-
-  // A body is read in 'data'/'end' listeners, which run in the socket's async context,
-  // not the request's (nodejs/node#34430), so hooks after parsing could see no scope.
-  // Fastify 5 now re-enters the request's context after its content-type parsers; this
-  // resumes the context saved in onRequest anyway, as fastify-request-context does, for
-  // Fastify releases and payload hooks that do not. Only requests with a body pay for it.
-  fastify.addHook('preValidation', function contextCachePreValidation(request, _reply, next) {
-    const resume = (request as WithResume)[kResume];
-    if (resume === null) {
-      next();
-      return;
-    }
-    (request as WithResume)[kResume] = null;
-    resume.runInAsyncScope(next, undefined);
-    resume.emitDestroy();
+    runRequest(reply.raw, request, settings, next);
   });
 
   done();
