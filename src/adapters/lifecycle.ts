@@ -9,8 +9,8 @@
 import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
+import { DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
 import {
-  type CacheContextOptions,
   type CacheStats,
   type EphemeralCache,
   getContextCache,
@@ -40,7 +40,9 @@ export interface AdapterOptions<Req> {
 
 /** Options checked once, when the middleware is created. */
 export interface Settings<Req> {
-  readonly context: CacheContextOptions;
+  /** Each request cache's lifetime and bound, defaults settled. */
+  readonly lifetime: number;
+  readonly maxEntries: number;
   readonly serverTiming: boolean;
   readonly onEnd: ((stats: CacheStats, req: Req) => void) | undefined;
 }
@@ -57,29 +59,29 @@ export const ON_END_FAILED = 'CONTEXT_CACHE_ON_END_FAILED';
 
 /** Check an adapter's options (the factory's `options` argument) and settle defaults. */
 export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings<Req> {
-  if (options === undefined) return { context: {}, serverTiming: false, onEnd: undefined };
+  if (options === undefined) {
+    return {
+      lifetime: DEFAULT_LIFETIME,
+      maxEntries: DEFAULT_MAX_ENTRIES,
+      serverTiming: false,
+      onEnd: undefined,
+    };
+  }
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `${fn}(): options must be an object such as { serverTiming: true }, got ${describe(options)}.`,
     );
   }
   const { lifetime, maxEntries, serverTiming, onEnd } = options as Record<string, unknown>;
-  const context: CacheContextOptions = {};
-  if (lifetime !== undefined) {
-    if (!isDuration(lifetime)) {
-      throw new TypeError(
-        `${fn}(): options.lifetime must be a positive number of milliseconds such as 60_000, got ${describe(lifetime)}.`,
-      );
-    }
-    context.lifetime = lifetime;
+  if (lifetime !== undefined && !isDuration(lifetime)) {
+    throw new TypeError(
+      `${fn}(): options.lifetime must be a positive number of milliseconds such as 60_000, got ${describe(lifetime)}.`,
+    );
   }
-  if (maxEntries !== undefined) {
-    if (!isCount(maxEntries, 1)) {
-      throw new TypeError(
-        `${fn}(): options.maxEntries must be a positive integer such as 1000, got ${describe(maxEntries)}.`,
-      );
-    }
-    context.maxEntries = maxEntries;
+  if (maxEntries !== undefined && !isCount(maxEntries, 1)) {
+    throw new TypeError(
+      `${fn}(): options.maxEntries must be a positive integer such as 1000, got ${describe(maxEntries)}.`,
+    );
   }
   if (serverTiming !== undefined && typeof serverTiming !== 'boolean') {
     throw new TypeError(
@@ -92,7 +94,8 @@ export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings
     );
   }
   return {
-    context,
+    lifetime: lifetime ?? DEFAULT_LIFETIME,
+    maxEntries: maxEntries ?? DEFAULT_MAX_ENTRIES,
     serverTiming: serverTiming === true,
     onEnd: onEnd as ((stats: CacheStats, req: Req) => void) | undefined,
   };
@@ -110,28 +113,57 @@ export function runRequest<Req, T>(
   next: () => T,
 ): T {
   if (getContextCache() !== undefined) return next();
-  const signal = new RequestSignal();
+  const request = new OpenRequest(req, settings);
   return withCacheContext(
     () => {
       // Inside the scope just opened, so never undefined.
-      track(res, req, getContextCache()!, signal, settings);
+      request.cache = getContextCache();
+      if (settings.serverTiming) writeServerTiming(res, request);
+      (res as Tracked)[kRequest] = request;
+      res.on('close', onClose);
       return next();
     },
-    { ...settings.context, signal: signal.get },
+    { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: request.signal },
   );
 }
 
+/** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
+const kRequest = Symbol('context-cache.request');
+
+type Tracked = ServerResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
+
 /**
- * The request's signal, made only when something asks for it: most requests never look
- * at their signal, and an `AbortController` plus its abort cost more than the rest of
- * the adapter together. Asked for after the request ended, it is already aborted.
+ * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
+ * after 'finish' when it has been sent, or when its connection goes first. One shared
+ * listener is all on-finished would do for us here, at a fraction of its cost.
  */
-export class RequestSignal {
+function onClose(this: ServerResponse): void {
+  const request = (this as Tracked)[kRequest];
+  if (request === undefined) return;
+  (this as Tracked)[kRequest] = undefined;
+  request.finish(this.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED);
+}
+
+/**
+ * One request between `runRequest` and its end. Its signal is made only when something
+ * asks for it: most requests never look at their signal, and an `AbortController` plus
+ * its abort cost more than the rest of the adapter together. Asked for after the
+ * request ended, it is already aborted.
+ */
+export class OpenRequest<Req> {
+  cache: EphemeralCache | undefined = undefined;
   private controller: AbortController | undefined = undefined;
   private reason: string | undefined = undefined;
+  private readonly req: Req;
+  private readonly settings: Settings<Req>;
+
+  constructor(req: Req, settings: Settings<Req>) {
+    this.req = req;
+    this.settings = settings;
+  }
 
   /** For `withCacheContext`'s `signal` option. */
-  readonly get = (): AbortSignal => {
+  readonly signal = (): AbortSignal => {
     if (this.reason !== undefined) return AbortSignal.abort(abortReason(this.reason));
     const controller = new AbortController();
     // Every load in flight in this request may listen on its signal (a fetch, a
@@ -142,11 +174,31 @@ export class RequestSignal {
     return controller.signal;
   };
 
-  /** Abort with an Error saying `reason` (once; later calls do nothing). */
-  abort(reason: string): void {
+  /**
+   * End the request (once; later calls do nothing): drop the cache, abort the signal
+   * with an Error saying `reason`, then report the final counts to `onEnd`.
+   */
+  finish(reason: string): void {
     if (this.reason !== undefined) return;
     this.reason = reason;
+    const cache = this.cache;
+    cache?.end();
     this.controller?.abort(abortReason(reason));
+    const onEnd = this.settings.onEnd;
+    if (onEnd === undefined || cache === undefined) return;
+    try {
+      onEnd(cache.stats(), this.req);
+    } catch (err) {
+      process.emitWarning(
+        `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
+          'The response was not affected; catch errors inside onEnd.',
+        {
+          type: 'ContextCacheWarning',
+          code: ON_END_FAILED,
+          detail: err instanceof Error ? err.stack : undefined,
+        },
+      );
+    }
   }
 }
 
@@ -164,54 +216,15 @@ function abortReason(message: string): Error {
   }
 }
 
-function track<Req>(
+/** Write this request's `Server-Timing` entry when `res` writes its headers. */
+function writeServerTiming(
   res: ServerResponse,
-  req: Req,
-  cache: EphemeralCache,
-  signal: RequestSignal,
-  settings: Settings<Req>,
+  request: { readonly cache: EphemeralCache | undefined },
 ): void {
-  if (settings.serverTiming) {
-    onHeaders(res, function writeServerTiming(this: ServerResponse) {
-      appendServerTiming(this, cache.stats());
-    });
-  }
-  // A response emits 'close' exactly once, whatever happens (Node 20 and later): just
-  // after 'finish' when it has been sent, or when its connection goes first. One listener
-  // is all on-finished would do for us here, at a fraction of its cost per request.
-  res.on('close', function requestDone() {
-    finish(cache, signal, res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED, req, settings);
+  onHeaders(res, function writeServerTiming(this: ServerResponse) {
+    const cache = request.cache;
+    if (cache !== undefined) appendServerTiming(this, cache.stats());
   });
-}
-
-/**
- * End a request: drop the cache, abort the request's signal with `reason`, then report
- * the final counts to `onEnd`. Call it once per request.
- */
-export function finish<Req>(
-  cache: EphemeralCache,
-  signal: RequestSignal,
-  reason: string,
-  req: Req,
-  settings: Settings<Req>,
-): void {
-  cache.end();
-  signal.abort(reason);
-  const onEnd = settings.onEnd;
-  if (onEnd === undefined) return;
-  try {
-    onEnd(cache.stats(), req);
-  } catch (err) {
-    process.emitWarning(
-      `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
-        'The response was not affected; catch errors inside onEnd.',
-      {
-        type: 'ContextCacheWarning',
-        code: ON_END_FAILED,
-        detail: err instanceof Error ? err.stack : undefined,
-      },
-    );
-  }
 }
 
 /** The `Server-Timing` entry for `stats`. */

@@ -4,9 +4,8 @@ import { getContextCache, withCacheContext } from '../../index.js';
 import {
   type AdapterOptions,
   checkAdapterOptions,
-  finish,
+  OpenRequest,
   RESPONSE_FINISHED,
-  RequestSignal,
   runRequest,
   serverTimingEntry,
 } from '../lifecycle.js';
@@ -47,20 +46,21 @@ export function contextCache(options?: Options): MiddlewareHandler {
     const res = nodeResponse(c);
     if (res !== undefined) return runRequest(res, c, settings, next);
     if (getContextCache() !== undefined) return next();
-    const signal = new RequestSignal();
+    const request = new OpenRequest(c, settings);
     return withCacheContext(
       async () => {
         const cache = getContextCache()!;
+        request.cache = cache;
         try {
           await next();
         } finally {
           if (settings.serverTiming) {
             c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
           }
-          finish(cache, signal, RESPONSE_FINISHED, c, settings);
+          request.finish(RESPONSE_FINISHED);
         }
       },
-      { ...settings.context, signal: signal.get },
+      { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: request.signal },
     );
   };
 }
