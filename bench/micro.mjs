@@ -2,17 +2,22 @@
 // scenario first checks every contender's results and load counts (a wrong answer
 // stops the run), then times it with mitata. Loaders return ready values: no I/O.
 //
-//   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP]
+//   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP] [--contender NAME]
 import { tracingChannel } from 'node:diagnostics_channel';
 import { writeFileSync } from 'node:fs';
 import { getHeapStatistics } from 'node:v8';
 import { do_not_optimize, measure } from 'mitata';
-import { contenders } from './contenders/index.mjs';
+import { contenders as all } from './contenders/index.mjs';
 import { flag, median, option, printTable } from './lib/util.mjs';
 
 const quick = flag('--quick');
 const jsonFile = option('--json');
 const filter = new RegExp(option('--filter') ?? '.');
+// One contender alone: its code is then the only code V8 has seen at every call site it
+// shares with the others (AsyncLocalStorage.prototype.run above all).
+const only = option('--contender');
+const contenders = only === undefined ? all : all.filter((c) => c.name === only);
+if (contenders.length === 0) throw new Error(`no contender named ${only}`);
 
 // 200 ms of samples per trial and round (mitata's default is 642 ms): ~1.5 minutes in all.
 const timing = quick

@@ -37,6 +37,15 @@ export function targets(results) {
       setup,
       setup <= 1.2,
     ]);
+    const alone = ratio(p50('setup-alone', OURS), p50('setup-alone', 'hand-rolled ALS Map'));
+    if (alone !== undefined) {
+      rows.push([
+        `per-request setup vs als.run(new Map), each alone in its process, ${micro.node}`,
+        '(≤ 1.2×)',
+        alone,
+        alone <= 1.2,
+      ]);
+    }
   }
   const rps = (match) =>
     results.http.find((r) => Object.entries(match).every(([k, v]) => r[k] === v))?.rps;

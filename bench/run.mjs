@@ -83,7 +83,35 @@ if (sections.includes('micro')) {
       file,
       ...(quick ? ['--quick'] : []),
     ]);
-    results.micro.push({ node: label(node), ...JSON.parse(readFileSync(file, 'utf8')) });
+    const micro = { node: label(node), ...JSON.parse(readFileSync(file, 'utf8')) };
+    // Per-request setup once more, each contender alone in a process: in the shared
+    // process `als.run` has seen every contender's store type and runs polymorphic, which
+    // costs whoever comes after the first (see README, "What limits").
+    for (const [slug, name] of [
+      ['ours', 'context-cache'],
+      ['hand-rolled', 'hand-rolled ALS Map'],
+    ]) {
+      const alone = here(`.results/micro-setup-${slug}-${node.version}.json`);
+      await runChild(node.bin, [
+        '--expose-gc',
+        here('micro.mjs'),
+        '--json',
+        alone,
+        '--filter',
+        '^setup$',
+        '--contender',
+        name,
+        ...(quick ? ['--quick'] : []),
+      ]);
+      for (const row of JSON.parse(readFileSync(alone, 'utf8')).rows) {
+        micro.rows.push({
+          ...row,
+          scenario: 'setup-alone',
+          title: 'per-request setup, each contender alone in its process',
+        });
+      }
+    }
+    results.micro.push(micro);
   }
 }
 
