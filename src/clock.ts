@@ -53,3 +53,8 @@ export function setClock(fn: (() => number) | undefined): void {
   source = fn;
   cached = 0;
 }
+
+/** Whether the clock's timer is running (tests only). */
+export function timerRunning(): boolean {
+  return timer !== undefined;
+}
