@@ -90,7 +90,12 @@ function targetsTable(results) {
     targets(results).map(([what, goal, value, met, unit]) => [
       what,
       goal,
-      value === undefined ? 'n/a' : unit === 'MB' ? `${value.toFixed(2)} MB` : fmt(value),
+      // Three decimals, so a ratio just under its goal never reads as the goal itself.
+      value === undefined
+        ? 'n/a'
+        : unit === 'MB'
+          ? `${value.toFixed(2)} MB`
+          : `${value.toFixed(3)}×`,
       value === undefined ? 'n/a' : met ? 'yes' : '**no**',
     ]),
   );
