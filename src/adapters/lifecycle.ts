@@ -114,17 +114,12 @@ export function runRequest<Req, T>(
 ): T {
   if (getContextCache() !== undefined) return next();
   const request = new OpenRequest(req, settings);
-  return withCacheContext(
-    () => {
-      // Inside the scope just opened, so never undefined.
-      request.cache = getContextCache();
-      if (settings.serverTiming) writeServerTiming(res, request);
-      (res as Tracked)[kRequest] = request;
-      res.on('close', onClose);
-      return next();
-    },
-    { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: request.signal },
-  );
+  return request.open(() => {
+    if (settings.serverTiming) writeServerTiming(res, request);
+    (res as Tracked)[kRequest] = request;
+    res.on('close', onClose);
+    return next();
+  });
 }
 
 /** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
@@ -160,6 +155,21 @@ export class OpenRequest<Req> {
   constructor(req: Req, settings: Settings<Req>) {
     this.req = req;
     this.settings = settings;
+  }
+
+  /**
+   * Run `fn` in this request's new scope (`withCacheContext` with the adapter's lifetime,
+   * bound and this request's signal); `cache` is set before `fn` runs.
+   */
+  open<T>(fn: () => T): T {
+    const settings = this.settings;
+    return withCacheContext(
+      () => {
+        this.cache = getContextCache(); // inside the scope just opened
+        return fn();
+      },
+      { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: this.signal },
+    );
   }
 
   /** For `withCacheContext`'s `signal` option. */

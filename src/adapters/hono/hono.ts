@@ -1,6 +1,6 @@
 import { ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
-import { getContextCache, withCacheContext } from '../../index.js';
+import { getContextCache } from '../../index.js';
 import {
   type AdapterOptions,
   checkAdapterOptions,
@@ -47,20 +47,16 @@ export function contextCache(options?: Options): MiddlewareHandler {
     if (res !== undefined) return runRequest(res, c, settings, next);
     if (getContextCache() !== undefined) return next();
     const request = new OpenRequest(c, settings);
-    return withCacheContext(
-      async () => {
-        const cache = getContextCache()!;
-        request.cache = cache;
-        try {
-          await next();
-        } finally {
-          if (settings.serverTiming) {
-            c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
-          }
-          request.finish(RESPONSE_FINISHED);
+    return request.open(async () => {
+      try {
+        await next();
+      } finally {
+        const cache = request.cache;
+        if (settings.serverTiming && cache !== undefined) {
+          c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
         }
-      },
-      { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: request.signal },
-    );
+        request.finish(RESPONSE_FINISHED);
+      }
+    });
   };
 }
