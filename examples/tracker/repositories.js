@@ -3,6 +3,7 @@
 // for it. Users and settings also sit in a shared tier (shared.js) behind the request
 // cache, as Gitea does for its settings: request cache, then the shared cache, then SQL.
 import { contextCached, getContextCache } from 'context-cache';
+import { currentMode } from './metrics.js';
 import { shared } from './shared.js';
 
 /** @typedef {import('./db.js').Database} Database */
@@ -28,18 +29,26 @@ function db() {
 }
 
 /**
- * The demo's `?nocache=1` switch: a page rendered with no request cache also skips the
- * shared tier, so its footer shows what an app without any cache would run. Background
- * jobs have no request cache either, so they read the database directly too.
+ * The demo renders each page in three modes to compare them (see `Mode` in metrics.js).
+ * With no request cache (mode 'none', and background jobs, which have none either) a
+ * getter reads SQL directly, skipping the shared tier too, so the count shows what an
+ * app without any cache would run. In mode 'request' it uses a getter of the same group
+ * and loader without the shared tier: the request cache alone.
  * @template {import('context-cache').CacheKey} K
  * @template T
- * @param {import('context-cache').ContextCachedFunction<K, T>} cached
+ * @param {string} group
  * @param {(key: K) => Promise<T>} load
+ * @param {import('context-cache').SharedCache<T>} [sharedTier]
  * @returns {import('context-cache').ContextCachedFunction<K, T>}
  */
-function unlessCacheOff(cached, load) {
+function demoGetter(group, load, sharedTier) {
+  const requestOnly = contextCached(group, load);
+  const cached = sharedTier ? contextCached(group, load, { shared: sharedTier }) : requestOnly;
   /** @param {K} key */
-  const get = (key) => (getContextCache() === undefined ? load(key) : cached(key));
+  const get = (key) => {
+    if (getContextCache() === undefined) return load(key);
+    return currentMode() === 'request' ? requestOnly(key) : cached(key);
+  };
   get.invalidate = cached.invalidate;
   get.prime = cached.prime;
   return get;
@@ -91,25 +100,19 @@ async function loadSetting(name) {
 }
 
 /** A user by id, or null. Request cache, then the shared tier, then SQL. */
-export const getUserById = unlessCacheOff(contextCached('user', loadUser, { shared }), loadUser);
+export const getUserById = demoGetter('user', loadUser, shared);
 
 /** A repository by id, or null. Request cache, then SQL. */
-export const getRepoById = unlessCacheOff(contextCached('repo', loadRepo), loadRepo);
+export const getRepoById = demoGetter('repo', loadRepo);
 
 /**
  * What a user may do in a repository: 'owner', 'write' or 'read'. The key is composite,
  * `[userId, repoId]`, compared by value.
  */
-export const getPermission = unlessCacheOff(
-  contextCached('permission', loadPermission),
-  loadPermission,
-);
+export const getPermission = demoGetter('permission', loadPermission);
 
 /** A setting's value, or null. Request cache, then the shared tier, then SQL. */
-export const getSetting = unlessCacheOff(
-  contextCached('setting', loadSetting, { shared }),
-  loadSetting,
-);
+export const getSetting = demoGetter('setting', loadSetting, shared);
 
 /**
  * Rename a user, then invalidate the cached user in every tier, so the rest of this
@@ -220,4 +223,10 @@ export async function issuesAfter(afterId, limit) {
     [afterId, limit],
   );
   return rows.map(toIssue);
+}
+
+/** @returns {Promise<number>} how many issues there are (the export job's total) */
+export async function countIssues() {
+  const [row] = await db().query('SELECT count(*)::int AS n FROM issues');
+  return Number(row?.n ?? 0);
 }
