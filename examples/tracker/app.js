@@ -130,7 +130,6 @@ async function sendPage(request, reply, render, options = {}) {
       body: page.body,
       panel,
       refresh: page.refresh,
-      head: page.head,
       chrome,
     }),
   );

@@ -18,9 +18,8 @@ import {
 /** @typedef {import('./html.js').Html} Html */
 /** @typedef {import('./repositories.js').Issue} Issue */
 /**
- * @typedef {{ title: string, body: Html, status?: number, refresh?: number, head?: Html }} Page
- *   `refresh`: reload every that many seconds when JavaScript is off; `head`: extra
- *   elements for the page's head
+ * @typedef {{ title: string, body: Html, status?: number, refresh?: number }} Page
+ *   `refresh`: reload every that many seconds when JavaScript is off
  */
 /** @typedef {import('./metrics.js').Mode} Mode */
 /**
@@ -285,9 +284,9 @@ the other, each with its own query counter and a cache of its own; you see the f
 /**
  * The page frame: header, the panel, then the content.
  * @param {{ title: string, body: Html, panel: Html, refresh?: number | undefined,
- *   head?: Html | undefined, chrome: Awaited<ReturnType<typeof loadChrome>> }} parts
+ *   chrome: Awaited<ReturnType<typeof loadChrome>> }} parts
  */
-export function layout({ title, body, panel, refresh, head, chrome }) {
+export function layout({ title, body, panel, refresh, chrome }) {
   return html`<!doctype html>
 <html lang="en">
 <head>
@@ -296,7 +295,6 @@ export function layout({ title, body, panel, refresh, head, chrome }) {
 ${refresh ? html`<noscript><meta http-equiv="refresh" content="${refresh}"></noscript>` : ''}
 <title>${title} · ${chrome.siteName}</title>
 <link rel="stylesheet" href="/style.css">
-${head ?? ''}
 </head>
 <body>
 <header class="top">
@@ -474,7 +472,7 @@ export async function jobPage(job) {
   const percent = total ? Math.floor((100 * job.done) / total) : 0;
   return {
     title: `Job #${job.id}`,
-    ...(running ? { refresh: 1, head: POLL_SCRIPT } : {}),
+    ...(running ? { refresh: 1 } : {}),
     body: html`<p class="crumbs"><a href="/jobs">Jobs</a> / #${job.id}</p>
 <h1>Export all issues <span class="muted">#${job.id}</span></h1>
 <dl class="job">
@@ -494,6 +492,6 @@ export async function jobPage(job) {
   }
   ${job.error ? html`<dt>Error</dt><dd>${job.error}</dd>` : ''}
 </dl>
-${running ? '' : startButton}`,
+${running ? POLL_SCRIPT : startButton}`,
   };
 }
