@@ -361,3 +361,26 @@ describe('README.md code blocks', () => {
     }
   }
 });
+
+describe('README.md Troubleshooting', () => {
+  it('explains every warning and error code the sources emit', async () => {
+    const codes = new Set<string>();
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (/\.ts$/.test(entry.name) && !/\.test(-d)?\.ts$/.test(entry.name)) {
+          for (const m of (await readFile(path, 'utf8')).matchAll(/CONTEXT_CACHE_[A-Z_]+/g))
+            codes.add(m[0]);
+        }
+      }
+    };
+    await walk(join(root, 'src'));
+    expect(codes.size).toBeGreaterThan(0);
+    const section = readme.split(/^## Troubleshooting$/m)[1]?.split(/^## /m)[0] ?? '';
+    const explained = new Set(
+      [...section.matchAll(/^\| `(CONTEXT_CACHE_[A-Z_]+)` \|/gm)].map((m) => m[1]),
+    );
+    expect([...codes].filter((code) => !explained.has(code))).toEqual([]);
+  });
+});
