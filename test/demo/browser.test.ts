@@ -187,6 +187,40 @@ describe.runIf(executablePath !== undefined)('the demo in headless Chromium', ()
     await page.close();
     expect(errors).toEqual([]);
   }, 180_000);
+
+  it('without JavaScript the job page refreshes itself until the file is there', async () => {
+    const started = await fetch(`${demo.url}/jobs`, {
+      method: 'POST',
+      headers: { accept: 'application/json' },
+    });
+    const { location } = (await started.json()) as { location: string };
+    const noScript = mkdtempSync(join(tmpdir(), 'tracker-chromium-profile-'));
+    const plain = await chromium.launchPersistentContext(noScript, {
+      executablePath: executablePath ?? 'chromium',
+      headless: true,
+      args: FLAGS,
+      javaScriptEnabled: false,
+      timeout: 60_000,
+    });
+    try {
+      const page = await plain.newPage();
+      let loads = 0;
+      page.on('load', () => {
+        loads++;
+      });
+      await page.goto(demo.url + location);
+      expect(await page.locator('#job-note').textContent()).toBe(
+        '(this page refreshes every second)',
+      );
+      await page.locator('a.download').waitFor({ timeout: 90_000 });
+      expect(loads).toBeGreaterThan(1);
+      expect(page.url()).toBe(demo.url + location);
+      expect(await page.locator('#job-status').textContent()).toBe('done');
+    } finally {
+      await plain.close();
+      rmSync(noScript, { recursive: true, force: true });
+    }
+  }, 180_000);
 });
 
 describe.runIf(executablePath === undefined)('the demo in headless Chromium', () => {
