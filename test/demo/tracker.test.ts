@@ -296,6 +296,13 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     expect(renamed.body).toContain(`<h1>${newName} <span class="muted">@${user.login}</span></h1>`);
     expect(renamed.body).toContain('reads its own write');
     expect(renamed.cache).toMatch(/^hits=[1-9]/); // the page was rendered with the cache on
+    // The panel's other two modes render the page after the write, without writing again.
+    const counts = byMode(renamed.headers);
+    expect(counts.shared).toBe(renamed.queries);
+    expect(renamed.body).toContain('This response also made the write');
+    const after = await get(demo, `/users/${user.id}?nocache=1`);
+    expect(counts.none).toBe(after.queries);
+    expect(withoutPanel(after.body)).toContain(`<h1>${newName} <span class="muted">`);
 
     // Later requests see it too (the shared tier was invalidated as well).
     const later = await get(demo, `/users/${user.id}`);
