@@ -60,7 +60,7 @@ async function panelCounts(page: Page): Promise<Record<string, string>> {
   return counts;
 }
 
-describe.runIf(executablePath !== undefined)('the demo in headless Chromium', () => {
+const suite = () => {
   let demo: Demo;
   let context: BrowserContext;
   let profile: string;
@@ -221,14 +221,17 @@ describe.runIf(executablePath !== undefined)('the demo in headless Chromium', ()
       rmSync(noScript, { recursive: true, force: true });
     }
   }, 180_000);
-});
+};
 
-describe.runIf(executablePath === undefined)('the demo in headless Chromium', () => {
-  // Locally this runs only where Chromium is installed; in CI it must not be skipped.
-  it.runIf(process.env.CI === 'true')('has a Chromium to run', () => {
-    throw new Error(
-      'Chromium is not installed (no `chromium` on PATH): install it with ' +
-        '`apt-get install chromium` (Debian; `.ci/run` does this) or your system package manager',
-    );
+if (executablePath !== undefined) describe('the demo in headless Chromium', suite);
+else {
+  describe('the demo in headless Chromium', () => {
+    // Locally this runs only where Chromium is installed; in CI it must not be skipped.
+    it.runIf(process.env.CI === 'true')('has a Chromium to run', () => {
+      throw new Error(
+        'Chromium is not installed (no `chromium` on PATH): install it with ' +
+          '`apt-get install chromium` (Debian; `.ci/run` does this) or your system package manager',
+      );
+    });
   });
-});
+}
