@@ -294,7 +294,7 @@ export function currentSignal(): AbortSignal | undefined {
  * );
  * ```
  */
-export function withTransaction<T>(transaction: unknown, fn: () => T): T {
+export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => T): T {
   if (transaction === undefined || transaction === null) {
     throw new TypeError(
       'withTransaction(): transaction must be the transaction your loaders should query, ' +

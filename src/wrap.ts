@@ -6,7 +6,14 @@
 import { checkTimeout, withDeadline } from './deadline.js';
 import { asyncLoaderError, isThenable } from './ephemeral.js';
 import { claimGroup } from './groups.js';
-import { type CacheKey, checkGroup, checkKey, checkLoader } from './keys.js';
+import {
+  type CacheKey,
+  type CheckedKey,
+  checkGroup,
+  checkKey,
+  checkLoader,
+  type KeyCandidate,
+} from './keys.js';
 import { currentScope, type LoaderContext } from './scope.js';
 import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
 import { checkOptionNames, describe, type StackCut } from './warnings.js';
@@ -84,6 +91,19 @@ function timedLoader<K extends CacheKey, T>(
  * const user = await getWithContextCache('user', id, (id, { signal }) => db.findUser(id, { signal }));
  * ```
  */
+export function getWithContextCache<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getWithContextCache<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
 export function getWithContextCache<K extends CacheKey, T>(
   group: string,
   key: K,
@@ -122,6 +142,17 @@ function checkLookupOptions(fn: string, options: unknown): number | undefined {
  * const loader = getWithContextCacheSync('loaders', 'user', () => new DataLoader(batchUsers));
  * ```
  */
+export function getWithContextCacheSync<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K) => T,
+): T;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getWithContextCacheSync<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K) => T,
+): T;
 export function getWithContextCacheSync<K extends CacheKey, T>(
   group: string,
   key: K,
@@ -153,6 +184,9 @@ function validateOutside(fn: string, group: unknown, key: unknown): void {
  * const user = getContextData('user', 1) as User | undefined;
  * ```
  */
+export function getContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): unknown;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getContextData(group: string, key: CacheKey): unknown;
 export function getContextData(group: string, key: CacheKey): unknown {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.getData('getContextData', group, key, getContextData);
@@ -168,6 +202,9 @@ export function getContextData(group: string, key: CacheKey): unknown {
  * if (!hasContextData('setting', 'theme')) setContextData('setting', 'theme', await loadTheme());
  * ```
  */
+export function hasContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): boolean;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function hasContextData(group: string, key: CacheKey): boolean;
 export function hasContextData(group: string, key: CacheKey): boolean {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.hasData('hasContextData', group, key, hasContextData);
@@ -184,6 +221,13 @@ export function hasContextData(group: string, key: CacheKey): boolean {
  * setContextData('user', user.id, user); // after loading a list, seed the per-id entries
  * ```
  */
+export function setContextData<K extends KeyCandidate>(
+  group: string,
+  key: CheckedKey<K>,
+  value: unknown,
+): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function setContextData(group: string, key: CacheKey, value: unknown): void;
 export function setContextData(group: string, key: CacheKey, value: unknown): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
@@ -203,6 +247,9 @@ export function setContextData(group: string, key: CacheKey, value: unknown): vo
  * removeContextData('user', id);
  * ```
  */
+export function removeContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function removeContextData(group: string, key: CacheKey): void;
 export function removeContextData(group: string, key: CacheKey): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
