@@ -159,7 +159,13 @@ function checkOptions(options: unknown): void {
       `withCacheContext(): options must be an object such as { lifetime: 60_000 }, got ${describe(options)}.`,
     );
   }
-  checkOptionNames('withCacheContext', options, CONTEXT_OPTIONS);
+  // Adapters come through here once per request: the names are compared inline (no
+  // array search) and only an unknown one builds the error.
+  for (const name in options) {
+    if (name !== 'lifetime' && name !== 'maxEntries' && name !== 'signal') {
+      checkOptionNames('withCacheContext', options, CONTEXT_OPTIONS);
+    }
+  }
   const { lifetime, maxEntries, signal } = options as Record<string, unknown>;
   if (lifetime !== undefined && !isDuration(lifetime)) {
     throw new TypeError(
