@@ -39,15 +39,22 @@ export function lookup<K extends CacheKey, T>(
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
   checkKey('getWithContextCache', key); // the same TypeError as with a cache
-  let promise: Promise<T>;
+  let result: T | PromiseLike<T>;
   try {
-    promise = Promise.resolve(loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT));
+    result = loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT);
   } catch (err) {
-    promise = Promise.reject(err);
+    return handled(Promise.reject(err));
   }
-  // As inside a request cache (which keeps its own handler on every load), a failed
-  // lookup that nobody awaits is not an unhandled rejection; a caller that awaits it
-  // still gets the error.
+  // A plain value cannot fail: only a promise needs the handler below.
+  return isThenable(result) ? handled(Promise.resolve(result)) : Promise.resolve(result);
+}
+
+/**
+ * `promise`, with a handler that makes a failure nobody awaits not an unhandled
+ * rejection, as inside a request cache (which keeps its own handler on every load); a
+ * caller that awaits it still gets the error.
+ */
+function handled<T>(promise: Promise<T>): Promise<T> {
   promise.then(undefined, ignore);
   return promise;
 }

@@ -292,11 +292,17 @@ describe('a failed lookup that nobody awaits', () => {
       throw new Error('db down');
     };
     void getWithContextCache('unawaited', 1, fail); // outside any scope
+    void getWithContextCache('unawaited', 1, () => {
+      throw new Error('sync throw'); // a loader that throws before returning a promise
+    });
     await withCacheContext(async () => {
       void getWithContextCache('unawaited', 1, fail); // stored load
       withNoCacheContext(() => void getWithContextCache('unawaited', 1, fail));
       getContextCache()?.end();
       void getWithContextCache('unawaited', 1, fail); // after the end: pass-through
+      void getWithContextCache('unawaited', 2, () => {
+        throw new Error('sync throw after the end');
+      });
     });
     await expect(getWithContextCache('unawaited', 1, fail)).rejects.toThrow('db down');
     await new Promise((resolve) => setImmediate(resolve));
