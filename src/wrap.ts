@@ -66,7 +66,9 @@ export interface LookupOptions {
   /**
    * Milliseconds the loader may take. Past it the callers waiting on the load reject
    * with a `LoadTimeoutError` naming the group, the key and the limit, the entry is
-   * dropped and the next call loads again. Default: none.
+   * dropped and the next call loads again. Default: none. (A lookup given options
+   * wraps its loader on every call; a getter made once with `contextCached(group,
+   * loader, { timeout })` does not, and suits a hot path better.)
    */
   timeout?: number;
 }
