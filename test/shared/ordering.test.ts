@@ -203,7 +203,7 @@ describe('two loads of one key racing', () => {
   /** `store` with every write's result recorded (false: a newer value was kept). */
   function recording(store: Store, results: unknown[]): Store {
     return {
-      peek: store.peek?.bind(store),
+      ...(store.peek === undefined ? {} : { peek: store.peek.bind(store) }),
       get: (key) => store.get(key),
       async set(key, value, ttl, version) {
         const landed = await store.set(key, value, ttl, version);
