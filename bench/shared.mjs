@@ -44,8 +44,12 @@ async function listening(port) {
   for (let i = 0; i < 200; i++) {
     const up = await new Promise((ok) => {
       const socket = new Socket();
-      socket.once('connect', () => (socket.destroy(), ok(true)));
-      socket.once('error', () => (socket.destroy(), ok(false)));
+      const done = (up) => {
+        socket.destroy();
+        ok(up);
+      };
+      socket.once('connect', () => done(true));
+      socket.once('error', () => done(false));
       socket.connect(port, '127.0.0.1');
     });
     if (up) return;
