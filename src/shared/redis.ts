@@ -125,16 +125,6 @@ function queueUntilFirstReady(client: RedisClient): void {
   });
 }
 
-/**
- * The invalidation subscriber: a copy of L2's client that may wait for its first
- * connection even when the original no longer queues. An ioredis `Cluster` takes
- * `duplicate(startupNodes, options)`, so it gets its own options copied as they are.
- */
-function subscriberOf(client: RedisClient): RedisClient {
-  if (typeof (client as { nodes?: unknown }).nodes === 'function') return client.duplicate();
-  return client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
-}
-
 /** The Redis client for `{ url }`; `unix:` URLs become ioredis's socket path. */
 function clientFor(url: string): RedisClient {
   if (/^unix:/i.test(url)) {
@@ -389,7 +379,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   const message = (key: string): string => `${instanceId} ${key}`;
   // A client made here: it may wait for its first connection (even when L2's client
   // no longer queues), never after.
-  const subscriber = subscriberOf(client);
+  const subscriber = client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
   queueUntilFirstReady(subscriber);
   subscriber.on('error', ignore);
   subscriber.on('message', ((from: string, text: string) => {
