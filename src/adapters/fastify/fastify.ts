@@ -1,11 +1,7 @@
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import {
-  type AdapterOptions,
-  checkAdapterOptions,
-  runRequest,
-  type Settings,
-} from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions, type Settings } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the Fastify plugin; `onEnd` receives Fastify's `request`. */
 export type Options = AdapterOptions<FastifyRequest>;

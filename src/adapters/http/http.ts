@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe } from '../../warnings.js';
-import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the node:http wrapper; `onEnd` and `onError` receive the `req`. */
 export interface Options extends AdapterOptions<IncomingMessage> {
