@@ -90,23 +90,33 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
     return c.body(body, 200, { 'content-type': 'application/x-ndjson' });
   });
 
-  // One chunk, then nothing until the request's signal aborts (the client goes away).
+  // One chunk, then a heartbeat every 50 ms (as a server-sent-events stream would) until
+  // the client goes away. A runtime that learns of a disconnect only when it writes (workerd)
+  // learns of it at the next heartbeat.
   app.get('/r/hang/:id', (c) => {
     const id = c.req.param('id');
     const signal = lib.currentSignal();
     signal?.addEventListener('abort', () => {
       reasons.set(id, String((signal.reason as Error | undefined)?.message ?? signal.reason));
     });
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timer: ReturnType<typeof setInterval> | undefined;
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         chunks.set(id, 1);
         controller.enqueue(encoder.encode('first chunk\n'));
+        let beats = 0;
         // Bounded: the stream ends by itself if the client never goes away.
-        timer = setTimeout(() => controller.close(), 10_000);
+        timer = setInterval(() => {
+          if (++beats > 200) {
+            clearInterval(timer);
+            controller.close();
+          } else {
+            controller.enqueue(encoder.encode('\n'));
+          }
+        }, 50);
       },
       cancel() {
-        clearTimeout(timer);
+        clearInterval(timer);
       },
     });
     return c.body(body);
