@@ -29,6 +29,7 @@ export const conformanceCases = [
   'lifetime: a cache past its lifetime misses and warns once with CONTEXT_CACHE_EXPIRED',
   'shared tier: memoryStore behind contextCached round-trips values',
   'dual package: the ESM and CJS copies share one scope',
+  'tracing: loads are published on the context-cache:load tracing channel where the runtime has one',
 ] as const;
 
 export type CaseName = (typeof conformanceCases)[number];
@@ -122,11 +123,31 @@ async function captureWarnings(fn: () => Promise<void> | void): Promise<Warning[
 
 type Case = (lib: Lib, options: ConformanceOptions) => Promise<void>;
 
+/** What the tracing case uses of `node:diagnostics_channel`. */
+export interface DiagnosticsModule {
+  tracingChannel(name: string): {
+    subscribe(
+      handlers: Record<
+        'start' | 'end' | 'asyncStart' | 'asyncEnd' | 'error',
+        (message: unknown) => void
+      >,
+    ): void;
+    unsubscribe(
+      handlers: Record<
+        'start' | 'end' | 'asyncStart' | 'asyncEnd' | 'error',
+        (message: unknown) => void
+      >,
+    ): void;
+  };
+}
+
 export interface ConformanceOptions {
   /** The CJS copy of the package, where the runtime can `require` it. */
   readonly cjs?: Lib | undefined;
   /** Why there is no CJS copy to compare with (Workers has no `require`). */
   readonly noCjs?: string;
+  /** The runtime's `node:diagnostics_channel`, where it has one. */
+  readonly diagnostics?: DiagnosticsModule | undefined;
   /** A second AsyncLocalStorage class to check `detach` keeps other storages. */
   readonly AsyncLocalStorage: new <T>() => {
     run<R>(store: T, fn: () => R): R;
@@ -411,6 +432,48 @@ const cases: Record<CaseName, Case> = {
       );
       check(cjs.getContextCache() === lib.getContextCache(), 'one cache for both copies');
     });
+  },
+
+  async 'tracing: loads are published on the context-cache:load tracing channel where the runtime has one'(
+    lib,
+    { diagnostics },
+  ) {
+    if (diagnostics === undefined) {
+      // No channel module: loads must simply work, traced by nobody.
+      same(
+        await lib.withCacheContext(() => lib.getWithContextCache('t', 1, async () => 'v')),
+        'v',
+        'value',
+      );
+      return;
+    }
+    const events: string[] = [];
+    const on = (event: string) => (message: unknown) => {
+      const { group, key } = message as { group: string; key: unknown };
+      events.push(`${event} ${group} ${String(key)}`);
+    };
+    const handlers = {
+      start: on('start'),
+      end: on('end'),
+      asyncStart: on('asyncStart'),
+      asyncEnd: on('asyncEnd'),
+      error: on('error'),
+    };
+    const channel = diagnostics.tracingChannel(lib.diagnosticsChannels.load);
+    channel.subscribe(handlers);
+    try {
+      await lib.withCacheContext(async () => {
+        await lib.getWithContextCache('traced', 7, async () => 'v');
+        await lib.getWithContextCache('traced', 7, async () => 'v'); // a hit: not traced
+      });
+    } finally {
+      channel.unsubscribe(handlers);
+    }
+    same(
+      events,
+      ['start traced 7', 'end traced 7', 'asyncStart traced 7', 'asyncEnd traced 7'],
+      'events',
+    );
   },
 };
 

@@ -5,6 +5,7 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import * as diagnostics from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { type Adapter, makeApp } from './app.js';
@@ -24,7 +25,7 @@ const lib = (await import(new URL('index.js', dist).href)) as Lib;
 const adapter = (await import(new URL('hono.js', dist).href)) as Adapter;
 const cjs = createRequire(import.meta.url)(fileURLToPath(new URL('index.cjs', dist))) as Lib;
 
-const report = await runConformance(lib, { cjs, AsyncLocalStorage });
+const report = await runConformance(lib, { cjs, AsyncLocalStorage, diagnostics });
 console.log(`REPORT ${JSON.stringify({ version: `Deno ${Deno.version.deno}`, report })}`);
 
 const app = makeApp(lib, adapter);

@@ -129,7 +129,11 @@ async function endOf(base: string, id: string): Promise<EndRecord> {
  * The runtime's suite: one test per conformance case, then the Hono app checked over
  * HTTP. `start` launches the runtime; if it throws, every test fails with its message.
  */
-export function runtimeSuite(name: string, start: () => Promise<RunningRuntime>): void {
+export function runtimeSuite(
+  name: string,
+  start: () => Promise<RunningRuntime>,
+  { app = true }: { app?: boolean } = {},
+): void {
   describe(name, () => {
     let running: RunningRuntime | undefined;
     let failure: unknown;
@@ -162,6 +166,8 @@ export function runtimeSuite(name: string, start: () => Promise<RunningRuntime>)
         if (!result!.ok) throw new Error(`${up().version}: ${result!.error}`);
       });
     }
+
+    if (!app) return;
 
     it('Hono app on 127.0.0.1: 100 interleaved requests each read only their own values, one load per key, the cache ended after the response', async () => {
       const { base } = up();

@@ -18,7 +18,9 @@ const app = makeApp(lib, adapter);
 export default {
   async fetch(request: Request, env: unknown, ctx: ExecutionContext): Promise<Response> {
     if (new URL(request.url).pathname === '/conformance') {
+      const diagnostics = await import('node:diagnostics_channel').catch(() => undefined);
       const report = await runConformance(lib, {
+        diagnostics,
         noCjs: 'Workers load ES modules only: there is no CJS copy to share a scope with',
         AsyncLocalStorage,
       });

@@ -4,9 +4,8 @@ import { join } from 'node:path';
 import { build, type Plugin } from 'esbuild';
 import { binary, type RunningRuntime, readLines, root, runtimeSuite, stopChild } from './driver.js';
 
-/** The compatibility date the test worker runs with, and its flags. */
+/** The compatibility date the test workers run with. */
 const COMPATIBILITY_DATE = '2025-09-01';
-const COMPATIBILITY_FLAGS = ['nodejs_compat'];
 
 /** Point the entry's imports of the sources at the built package, as a user's bundle would. */
 const useDist: Plugin = {
@@ -20,9 +19,9 @@ const useDist: Plugin = {
 };
 
 /** Bundle the worker as wrangler would: ESM, Node's modules left to `nodejs_compat`. */
-async function bundle(dir: string): Promise<void> {
+async function bundle(dir: string, entry: string, flags: readonly string[]): Promise<void> {
   await build({
-    entryPoints: [join(root, 'test/runtimes/worker.ts')],
+    entryPoints: [join(root, 'test/runtimes', entry)],
     outfile: join(dir, 'worker.js'),
     bundle: true,
     format: 'esm',
@@ -44,7 +43,7 @@ const config :Workerd.Config = (
 const worker :Workerd.Worker = (
   modules = [ (name = "worker.js", esModule = embed "worker.js") ],
   compatibilityDate = "${COMPATIBILITY_DATE}",
-  compatibilityFlags = [${COMPATIBILITY_FLAGS.map((flag) => `"${flag}"`).join(', ')}],
+  compatibilityFlags = [${flags.map((flag) => `"${flag}"`).join(', ')}],
 );
 `,
   );
@@ -54,11 +53,11 @@ const worker :Workerd.Worker = (
  * Start workerd on the bundle; it reports the port it listens on through its control
  * file descriptor (fd 3), then the conformance cases run inside a request.
  */
-async function startWorkerd(): Promise<RunningRuntime> {
+async function startWorkerd(entry: string, flags: readonly string[]): Promise<RunningRuntime> {
   const workerd = binary('workerd', 'workerd');
   mkdirSync(join(root, 'node_modules/.cache'), { recursive: true });
   const dir = mkdtempSync(join(root, 'node_modules/.cache/workerd-'));
-  await bundle(dir);
+  await bundle(dir, entry, flags);
   const child = spawn(workerd, ['serve', join(dir, 'config.capnp'), '--control-fd=3'], {
     cwd: dir,
     stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
@@ -103,4 +102,14 @@ async function startWorkerd(): Promise<RunningRuntime> {
 
 // workerd from the `workerd` npm package (its binary comes as a per-platform optional
 // dependency), the runtime of Cloudflare Workers, with `nodejs_compat`.
-runtimeSuite('Cloudflare Workers (workerd, nodejs_compat)', startWorkerd);
+runtimeSuite('Cloudflare Workers (workerd, nodejs_compat)', () =>
+  startWorkerd('worker.ts', ['nodejs_compat']),
+);
+
+// The root entry needs nothing of Node's but AsyncLocalStorage: with `nodejs_als` alone
+// there is no Buffer, process or node:diagnostics_channel, and the core cases still pass.
+runtimeSuite(
+  'Cloudflare Workers (workerd, nodejs_als only): the root entry alone',
+  () => startWorkerd('worker-als.ts', ['nodejs_als']),
+  { app: false },
+);
