@@ -158,7 +158,11 @@ async function serveOnFetch(
     end(RESPONSE_FINISHED);
     return;
   }
-  c.res = new Response(watchBody(body, end), res);
+  const watched = new Response(watchBody(body, end), res);
+  // Hono copies the old response's headers into a response assigned over it; this one
+  // already has them, and `undefined` first is Hono's way to replace a response whole.
+  c.res = undefined;
+  c.res = watched;
 }
 
 /**
