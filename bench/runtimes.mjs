@@ -165,7 +165,7 @@ for (const [name, launch] of runtimes) {
     for (const s of names) row[s] = median(perOp[s]);
     results.push(row);
     console.log(
-      `${server.label}: ` + names.map((s) => `${s} ${(row[s] / 1000).toFixed(3)} µs`).join(', '),
+      `${server.label}: ${names.map((s) => `${s} ${(row[s] / 1000).toFixed(3)} µs`).join(', ')}`,
     );
   } finally {
     await server.stop();
