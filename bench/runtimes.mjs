@@ -7,6 +7,7 @@
 //
 //   npm run bench:runtimes            # from the root (builds first)
 //   node bench/runtimes.mjs --quick   # a few iterations, numbers not kept
+//   node bench/runtimes.mjs --only=bun,deno   # some runtimes (node, bun, deno, workerd)
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -114,7 +115,8 @@ const worker :Workerd.Worker = (
   });
 }
 
-const runtimes = [
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+const all = [
   ['node', () => start(process.execPath, [join(here, 'runtimes/node.mjs')])],
   ['bun', () => start(bin('bun'), [join(here, 'runtimes/bun.mjs')])],
   [
@@ -130,6 +132,7 @@ const runtimes = [
   ],
   ['workerd', startWorkerd],
 ];
+const runtimes = only === undefined ? all : all.filter(([name]) => only.split(',').includes(name));
 
 async function timed(base, scenario, n) {
   const url = `${base}/run?scenario=${encodeURIComponent(scenario)}&n=${n}`;
@@ -152,7 +155,7 @@ for (const [name, launch] of runtimes) {
   try {
     const names = Object.keys(scenarios);
     const perOp = Object.fromEntries(names.map((s) => [s, []]));
-    const nOf = (s) => (s.startsWith('Hono') ? N.hono : N.hit);
+    const nOf = (s) => (s.startsWith('awaited') ? N.hit : N.hono);
     for (const s of names) await timed(server.base, s, nOf(s)); // warm-up
     for (let round = 0; round < ROUNDS; round++) {
       for (const s of names) {
