@@ -15,6 +15,11 @@ import {
 /** Options of the Hono middleware; `onEnd` receives Hono's `c`. */
 export type Options = AdapterOptions<Context>;
 
+const HONO_USAGE = {
+  mounted: 'app.use(contextCache)',
+  right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
+};
+
 /** The part of Node's `ServerResponse` the adapter watches. */
 interface NodeResponse {
   once(event: 'close', listener: () => void): unknown;
@@ -190,7 +195,9 @@ async function serveOnFetch(
  * ```
  */
 export function contextCache(options?: Options): MiddlewareHandler {
-  const settings = checkAdapterOptions<Context>('contextCache', options);
+  // Mounted itself (`app.use(contextCache)`), this runs per request with `c` as
+  // `options`: the TypeError goes to Hono's onError (a 500, logged by default).
+  const settings = checkAdapterOptions<Context>('contextCache', options, HONO_USAGE);
   return async function contextCacheMiddleware(c, next) {
     // Mounted twice: the outer one owns the cache and ends it.
     if (getContextCache() !== undefined) return next();
