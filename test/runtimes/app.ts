@@ -20,6 +20,8 @@ export interface EndRecord {
   readonly reason: string | undefined;
   /** Whether `getContextCache()` answered `undefined` right after the end. */
   readonly closed: boolean;
+  /** How many times `onEnd` ran for this request (must be once). */
+  readonly calls: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -49,6 +51,7 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
       onEnd(stats, c) {
         const id = c.req.path.split('/').pop() ?? '';
         ended.set(id, {
+          calls: (ended.get(id)?.calls ?? 0) + 1,
           stats,
           chunks: chunks.get(id) ?? 0,
           reason: reasons.get(id),
