@@ -64,6 +64,10 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
   // Nine lookups of three keys, interleaved with other requests' awaits.
   app.get('/r/page/:id', async (c) => {
     const id = c.req.param('id');
+    const signal = lib.currentSignal();
+    signal?.addEventListener('abort', () => {
+      reasons.set(id, String((signal.reason as Error | undefined)?.message ?? signal.reason));
+    });
     const keys = ['user', 'repo', 'settings'];
     const reads = await Promise.all(
       Array.from({ length: 9 }, async (_, i) => {

@@ -198,6 +198,8 @@ export function runtimeSuite(
         const end = await endOf(base, id);
         expect(end.calls).toBe(1);
         expect(end.closed).toBe(true);
+        // The request's signal aborted because the response finished, not a disconnect.
+        expect(end.reason).toBe('context-cache: the response finished');
         expect(end.stats.loads).toBe(3);
         expect(end.stats.hits + end.stats.joins + end.stats.misses).toBe(9);
       }
