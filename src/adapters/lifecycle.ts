@@ -1,6 +1,6 @@
 /**
- * What every adapter does, on the public core API alone: open one scope per request
- * with `withCacheContext`, tie the scope's signal to the Node response, and when the
+ * What every adapter does: open one scope per request (the scope `withCacheContext`
+ * opens, with options checked once when the adapter is made), tie the scope's signal to the Node response, and when the
  * response has been sent (or the connection closed) end the cache, abort the signal
  * and call `onEnd` — each exactly once. Adapters differ only in how they reach the
  * Node `ServerResponse` and where "the rest of the request" starts.
@@ -9,13 +9,9 @@
 import { setMaxListeners } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
-import { DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
-import {
-  type CacheStats,
-  type EphemeralCache,
-  getContextCache,
-  withCacheContext,
-} from '../index.js';
+import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
+import { type CacheStats, type EphemeralCache, getContextCache } from '../index.js';
+import { runInScope } from '../scope.js';
 import { describe, isCount, isDuration } from '../warnings.js';
 
 /** Options every adapter takes; `Req` is the framework's own request object. */
@@ -114,12 +110,12 @@ export function runRequest<Req, T>(
 ): T {
   if (getContextCache() !== undefined) return next();
   const request = new OpenRequest(req, settings);
-  return request.open(() => {
-    if (settings.serverTiming) writeServerTiming(res, request);
-    (res as Tracked)[kRequest] = request;
-    res.on('close', onClose);
-    return next();
-  });
+  // Neither a listener nor a header hook keeps an async context: set up outside the scope,
+  // they let `next` itself run in it, with no closure per request.
+  if (settings.serverTiming) writeServerTiming(res, request);
+  (res as Tracked)[kRequest] = request;
+  res.on('close', onClose);
+  return request.open(next);
 }
 
 /** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
@@ -158,18 +154,16 @@ export class OpenRequest<Req> {
   }
 
   /**
-   * Run `fn` in this request's new scope (`withCacheContext` with the adapter's lifetime,
-   * bound and this request's signal); `cache` is set before `fn` runs.
+   * Run `fn` in this request's new scope: what `withCacheContext` opens with the
+   * adapter's lifetime, bound and this request's signal, without checking options that
+   * were checked when the adapter was made, or the enclosing scope (callers run `next`
+   * in a live cache themselves). `cache` is set before `fn` runs.
    */
   open<T>(fn: () => T): T {
     const settings = this.settings;
-    return withCacheContext(
-      () => {
-        this.cache = getContextCache(); // inside the scope just opened
-        return fn();
-      },
-      { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: this.signal },
-    );
+    const cache = new Cache(settings.lifetime, settings.maxEntries, this.signal);
+    this.cache = cache;
+    return runInScope(cache, fn);
   }
 
   /** For `withCacheContext`'s `signal` option. */
