@@ -243,7 +243,8 @@ Each row: the median over 3 interleaved rounds of each round's p50; "bytes/call"
 allocated per call (not awaited), measured apart from the timing. The "user shape" tables
 come last: the four calls written as an application writes them (\`lib/shapes.mjs\`: direct
 calls with a literal group, in a plain \`for\` loop, each contender in its own copy of
-the module), timed after every other scenario in the same process, 9 interleaved rounds;
+the module), timed after every other scenario in the same process, 9 interleaved rounds,
+in the process's CPU time (so time spent descheduled on a shared machine does not count);
 a row is ns per call, and its ratio to the hand-rolled map is taken round by round.${
     results.baseline === undefined
       ? ''
@@ -263,7 +264,9 @@ ${httpTable(
   'none',
 )}
 
-### A page of getter calls, store with 1 ms per query and a pool of 10
+${
+  results.http.some((r) => r.route === 'page')
+    ? `### A page of getter calls, store with 1 ms per query and a pool of 10
 
 ![req/s against getter calls per page](chart.svg)
 
@@ -277,7 +280,9 @@ ${httpTable(
 ${httpTable(
   results.http.filter((r) => r.route === 'page' && r.store === 'pglite'),
   'none',
-)}
+)}`
+    : "The page routes were not part of this run (`--routes`); the last run of them is in this file's history."
+}
 
 ## Memory
 

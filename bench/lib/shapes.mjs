@@ -18,7 +18,7 @@ export function use(api) {
 }
 
 /** Calls per timed run of each shape: a sample is one run; ns per call = sample ÷ calls. */
-export const CALLS = { awaited: 1000, sync: 1000, request: 100, herd: 1 };
+export const CALLS = { awaited: 1000, sync: 10000, request: 100, herd: 1 };
 
 export let loads = 0;
 const loader = (key) => {
@@ -40,7 +40,7 @@ export function awaitedHits() {
 export function syncHits() {
   return withCacheContext(() => {
     let sum = 0;
-    for (let i = 0; i < 1000; i++) sum += getWithContextCacheSync('gs', 1, loader);
+    for (let i = 0; i < 10000; i++) sum += getWithContextCacheSync('gs', 1, loader);
     return sum;
   });
 }
