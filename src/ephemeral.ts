@@ -37,6 +37,8 @@ export interface CacheStats {
   errors: number;
   /** Entries dropped because the cache held `maxEntries`. */
   evictions: number;
+  /** Calls to a `contextBatched` batch function. */
+  batches: number;
 }
 
 /**
@@ -77,8 +79,13 @@ export interface CacheOptions {
 type Loader = (key: never, ctx: LoaderContext) => unknown;
 type SyncLoader = (key: never) => unknown;
 
+/** A request-cache entry, as `contextBatched` holds it (opaque outside this module). */
+export interface BatchedEntry {
+  readonly key: unknown;
+}
+
 /** One cached value or load in flight, linked in insertion order for eviction. */
-class Entry {
+class Entry implements BatchedEntry {
   /** Whether `value` holds the result (a pending load has only `promise`). */
   settled: boolean;
   value: unknown;
@@ -157,6 +164,7 @@ class Contents implements CacheStats {
   loads = 0;
   errors = 0;
   evictions = 0;
+  batches = 0;
 
   /**
    * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
@@ -261,7 +269,9 @@ export class Cache implements EphemeralCache, ScopeState {
 
   stats(): CacheStats {
     const c = this.contents;
-    if (c === undefined) return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0 };
+    if (c === undefined) {
+      return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0, batches: 0 };
+    }
     return {
       hits: c.hits,
       joins: c.joins,
@@ -269,6 +279,7 @@ export class Cache implements EphemeralCache, ScopeState {
       loads: c.loads,
       errors: c.errors,
       evictions: c.evictions,
+      batches: c.batches,
     };
   }
 
@@ -437,6 +448,86 @@ export class Cache implements EphemeralCache, ScopeState {
       },
     );
     return promise;
+  }
+
+  // --- contextBatched (batch.ts) --------------------------------------------------
+
+  /**
+   * A batched getter's lookup of `key` (its map key `mapKey`, already checked): the
+   * promise of a settled value (a hit) or of a load in flight (a join), `undefined` on a
+   * miss, counted as a miss and a load (the caller queues the key and then calls
+   * `pendBatched`), or `null` when the cache no longer serves (the miss and the load are
+   * counted while it has not ended; nothing will be stored).
+   */
+  findBatched(
+    fn: string,
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    cut: StackCut,
+  ): Promise<unknown> | undefined | null {
+    if (!this.serving(fn, cut)) {
+      if (!this.ended) {
+        const counts = this.hold();
+        counts.misses++;
+        counts.loads++;
+      }
+      return null;
+    }
+    const contents = this.hold();
+    const entry = contents.mapOf(group, composite)?.get(mapKey);
+    if (entry !== undefined) {
+      if (entry.settled) {
+        contents.hits++;
+        if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
+        return entry.promise;
+      }
+      contents.joins++;
+      return entry.promise as Promise<unknown>;
+    }
+    contents.misses++;
+    contents.loads++;
+    return undefined;
+  }
+
+  /**
+   * Store the pending load of a key queued for a batch (after `findBatched` missed), so
+   * other lookups of `(group, key)` join it. Returns its entry, or `undefined` if the
+   * cache has ended meanwhile.
+   */
+  pendBatched(
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    promise: Promise<unknown>,
+  ): BatchedEntry | undefined {
+    if (this.ended) return undefined;
+    const map = this.groupMap(group, composite);
+    const entry = new Entry(map, mapKey, false, undefined, promise);
+    this.insert(map, mapKey, entry);
+    return entry;
+  }
+
+  /** A batched key's value arrived: keep it, unless a set or remove replaced its load. */
+  settleBatched(entry: BatchedEntry, promise: Promise<unknown>, value: unknown): void {
+    const e = entry as Entry;
+    if (e.promise === promise) {
+      e.settled = true;
+      e.value = value;
+    }
+  }
+
+  /** A batched key failed: count it, and drop its entry so the next call loads again. */
+  failBatched(entry: BatchedEntry | undefined, promise: Promise<unknown> | undefined): void {
+    if (this.ended) return;
+    this.hold().errors++;
+    const e = entry as Entry | undefined;
+    if (e !== undefined && e.promise === promise) this.remove(e);
+  }
+
+  /** Count one call of a batch function. */
+  countBatch(): void {
+    if (!this.ended) this.hold().batches++;
   }
 
   /** The sync lookup behind `getWithContextCacheSync`. */

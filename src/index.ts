@@ -20,6 +20,13 @@ export {
   runInBackground,
 } from './background.js';
 export {
+  type BatchFunction,
+  BatchTimeoutError,
+  type ContextBatchedFunction,
+  type ContextBatchedOptions,
+  contextBatched,
+} from './batch.js';
+export {
   type CachedControls,
   type CachedMethod,
   type CachedMethodReplacement,
@@ -27,6 +34,7 @@ export {
   cachedControls,
 } from './decorator.js';
 export {
+  type BatchMessage,
   diagnosticsChannels,
   type EndMessage,
   type LoadMessage,

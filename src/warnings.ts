@@ -64,3 +64,54 @@ export function isCount(value: unknown, min: number): value is number {
 export function isDuration(value: unknown): value is number {
   return typeof value === 'number' && value > 0;
 }
+
+/** Code of the warning for two getters of one kind made for one group with different functions. */
+export const GROUP_REUSED = 'CONTEXT_CACHE_GROUP_REUSED';
+
+/**
+ * Throw a `TypeError` listing the known options when `options` has any other own
+ * property (a misspelled `maxBatchsize` must not be ignored silently).
+ */
+export function checkOptionNames(fn: string, options: object, known: readonly string[]): void {
+  for (const name of Object.keys(options)) {
+    if (!known.includes(name)) {
+      throw new TypeError(
+        `${fn}(): unknown option ${JSON.stringify(name)}; the options are ${known.join(', ')}.`,
+      );
+    }
+  }
+}
+
+/** The function each getter kind (`contextBatched`, ...) was first made with, by group. */
+// biome-ignore lint/complexity/noBannedTypes: getters are compared by identity only.
+const groupFunctions = new Map<string, Map<string, Function>>();
+const warnedGroups = new Set<string>();
+
+/**
+ * Remember that `kind` made a getter for `group` with `fn`; a second one made with
+ * another function emits one `CONTEXT_CACHE_GROUP_REUSED` warning per kind and group:
+ * the two getters would read each other's values.
+ */
+// biome-ignore lint/complexity/noBannedTypes: any loader or batch function.
+export function noteGroup(kind: string, group: string, fn: Function, cut: StackCut): void {
+  let byGroup = groupFunctions.get(kind);
+  if (byGroup === undefined) {
+    byGroup = new Map();
+    groupFunctions.set(kind, byGroup);
+  }
+  const first = byGroup.get(group);
+  if (first === undefined) {
+    byGroup.set(group, fn);
+    return;
+  }
+  const id = `${kind}\u0000${group}`;
+  if (first === fn || warnedGroups.has(id)) return;
+  warnedGroups.add(id);
+  warn(
+    `${kind}('${group}') was made twice with two different functions. Getters of one group ` +
+      `share their entries, so each would return values the other loaded. Give each its own ` +
+      `group, or make the getter once and import it where it is needed.`,
+    GROUP_REUSED,
+    cut,
+  );
+}

@@ -1,0 +1,436 @@
+/**
+ * `contextBatched`: DataLoader's batching carried by the request scope. A miss queues
+ * its key in the pending batch of its own scope; the batch is dispatched once the code
+ * running now and the promise jobs it queued have run, with the unique keys in
+ * first-asked order. The entries are the request cache's, so a batched load is a hit
+ * for `contextCached` / `getWithContextCache` of the same group and the other way round.
+ *
+ * Nothing here is made per request: a getter keeps its pending batches in a map keyed
+ * by the scope they belong to, and each batch leaves that map when it is dispatched.
+ */
+
+import { traceBatch, tracingBatches } from './diagnostics.js';
+import { type BatchedEntry, type Cache, EMPTY_CONTEXT } from './ephemeral.js';
+import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
+import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
+import type { SharedCache } from './shared/types.js';
+import { checkOptionNames, describe, isCount, isDuration, noteGroup } from './warnings.js';
+import { groupTiers } from './wrap.js';
+
+const FN = 'contextBatched';
+
+/**
+ * What a batch function receives and returns: the unique keys of one batch (in the
+ * order they were first asked for) and the loader context (`{ signal }` of the scope
+ * the keys were asked in); it resolves to one value or `Error` per key, in the keys'
+ * order, or to a `Map` from key to value.
+ */
+export type BatchFunction<K extends CacheKey, V> = (
+  keys: readonly K[],
+  ctx: LoaderContext,
+) => PromiseLike<ReadonlyArray<V | Error> | ReadonlyMap<K, V>>;
+
+/** Options of `contextBatched`. */
+export interface ContextBatchedOptions<V> {
+  /**
+   * At most this many keys per call of the batch function (a positive integer, or
+   * `Infinity`, the default); a larger batch is split into calls that run concurrently.
+   */
+  maxBatchSize?: number;
+  /** A shared tier behind the request cache, made by `createSharedCache()`. */
+  shared?: SharedCache<V>;
+  /**
+   * How long one call of the batch function may take, in ms. Past it, the keys of that
+   * call are rejected with an error naming the group, the keys and the limit, and are
+   * not cached (the next call loads them again). No limit by default.
+   */
+  timeout?: number;
+}
+
+/** A getter made by `contextBatched`. */
+export interface ContextBatchedFunction<K extends CacheKey, V> {
+  /** The value of `key`: from the request cache, else through the next batch. */
+  (key: K): Promise<V>;
+  /**
+   * The values of `keys`, in their order, loaded through one batch (plus hits). Rejects
+   * with the first failing key's error, like `Promise.all`.
+   */
+  many(keys: readonly K[]): Promise<V[]>;
+  /**
+   * Drop `key` from the request cache at once and from the shared tier, if any. The
+   * promise resolves when the shared store has dropped the key and other instances
+   * have been told; it rejects when the shared store could not be reached.
+   */
+  invalidate(key: K): Promise<void>;
+  /** Store `value` for `key` in the request cache, replacing any value there. */
+  prime(key: K, value: V): void;
+}
+
+/** The error a batched key is rejected with when its batch call outlives `timeout`. */
+export class BatchTimeoutError extends Error {
+  override readonly name = 'BatchTimeoutError';
+  readonly code = 'CONTEXT_CACHE_BATCH_TIMEOUT';
+}
+
+/** One key waiting in a pending batch. */
+class Slot {
+  readonly key: CacheKey;
+  readonly mapKey: unknown;
+  readonly promise: Promise<unknown>;
+  resolve!: (value: unknown) => void;
+  reject!: (error: unknown) => void;
+  /** The request-cache entry that holds `promise`, when the scope's cache is serving. */
+  entry: BatchedEntry | undefined = undefined;
+
+  constructor(key: CacheKey, mapKey: unknown) {
+    this.key = key;
+    this.mapKey = mapKey;
+    this.promise = new Promise<unknown>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+}
+
+/** The keys one scope has queued for one getter since its last dispatch. */
+class Pending {
+  readonly owner: object;
+  readonly scope: ScopeState | undefined;
+  readonly slots: Slot[] = [];
+  /** The queued keys by map key: a key asked for twice before dispatch is queued once. */
+  readonly byKey = new Map<unknown, Slot>();
+
+  constructor(owner: object, scope: ScopeState | undefined) {
+    this.owner = owner;
+    this.scope = scope;
+  }
+}
+
+/** Where calls made outside any scope keep their pending batch. */
+const OUTSIDE = {};
+
+let resolved: Promise<void> | undefined;
+
+/**
+ * Run `fn` once the code running now and the promise jobs it queued have run
+ * (DataLoader's default schedule): a promise job that queues a tick. Loads asked for in
+ * `.then` chains and `await`s of the same turn join the batch. Runtimes without
+ * `process.nextTick` fall back to `setImmediate`, then `setTimeout`.
+ */
+const afterPromiseJobs: (fn: () => void) => void =
+  typeof process === 'object' && typeof process.nextTick === 'function'
+    ? (fn) => {
+        resolved ??= Promise.resolve();
+        void resolved.then(() => process.nextTick(fn));
+      }
+    : typeof setImmediate === 'function'
+      ? (fn) => void setImmediate(fn)
+      : (fn) => void setTimeout(fn, 0);
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
+
+function isMapLike(value: unknown): value is ReadonlyMap<unknown, unknown> {
+  return (
+    value instanceof Map ||
+    (typeof value === 'object' &&
+      value !== null &&
+      typeof (value as Map<unknown, unknown>).get === 'function' &&
+      typeof (value as Map<unknown, unknown>).has === 'function' &&
+      typeof (value as Map<unknown, unknown>).entries === 'function')
+  );
+}
+
+function listKeys(slots: readonly Slot[], from: number, to: number): string {
+  const shown: string[] = [];
+  for (let i = from; i < to && shown.length < 5; i++) {
+    const key = slots[i]!.key;
+    shown.push(
+      typeof key === 'string'
+        ? JSON.stringify(key)
+        : Array.isArray(key)
+          ? `[${key.map(String).join(', ')}]`
+          : String(key),
+    );
+  }
+  const more = to - from - shown.length;
+  return more > 0 ? `${shown.join(', ')} and ${more} more` : shown.join(', ');
+}
+
+function checkBatchOptions(options: unknown): void {
+  if (options === undefined) return;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${FN}(): options must be an object such as { maxBatchSize: 100 }, got ${describe(options)}.`,
+    );
+  }
+  checkOptionNames(FN, options, ['maxBatchSize', 'shared', 'timeout']);
+  const { maxBatchSize, timeout } = options as Record<string, unknown>;
+  if (maxBatchSize !== undefined && !isCount(maxBatchSize, 1)) {
+    throw new TypeError(
+      `${FN}(): options.maxBatchSize must be a positive integer or Infinity, such as 100, got ${describe(maxBatchSize)}.`,
+    );
+  }
+  if (timeout !== undefined && !(isDuration(timeout) && Number.isFinite(timeout))) {
+    throw new TypeError(
+      `${FN}(): options.timeout must be a positive number of milliseconds, such as 5_000, got ${describe(timeout)}.`,
+    );
+  }
+}
+
+/**
+ * Batch the loads of a group, DataLoader-style, in the request scope: keys asked for in
+ * the same turn of the event loop (across resolvers, `Promise.all` and `.then` chains)
+ * reach `batch` together, once per scope; each loaded key is stored in the request cache
+ * like a `contextCached` load of the same group. Outside any scope, keys of the same
+ * turn are still batched, and nothing is cached.
+ *
+ * @example
+ * ```ts
+ * const getAuthor = contextBatched('user', async (ids: readonly number[]) => {
+ *   const rows = await db.query('SELECT * FROM users WHERE id = ANY($1)', [ids]);
+ *   return new Map(rows.map((row) => [row.id, row]));
+ * });
+ * // 50 posts, one query for their authors:
+ * const authors = await Promise.all(posts.map((post) => getAuthor(post.authorId)));
+ * ```
+ */
+export function contextBatched<K extends CacheKey, V>(
+  group: string,
+  batch: BatchFunction<K, V>,
+  options?: ContextBatchedOptions<V>,
+): ContextBatchedFunction<K, V> {
+  checkGroup(FN, group);
+  if (typeof batch !== 'function') {
+    throw new TypeError(
+      `${FN}(): batch must be a function that loads many keys at once, such as ` +
+        `(ids) => db.users.findMany(ids), got ${describe(batch)}.`,
+    );
+  }
+  checkBatchOptions(options);
+  const maxBatchSize = options?.maxBatchSize ?? Infinity;
+  const timeout = options?.timeout;
+  const { invalidate, prime } = groupTiers(FN, group, options);
+  noteGroup(FN, group, batch, contextBatched);
+
+  const pendings = new Map<object, Pending>();
+  /** The pending batch used last: most lookups of a turn come from one scope. */
+  let last: Pending | undefined;
+
+  function pendingOf(scope: ScopeState | undefined): Pending {
+    const owner: object = scope ?? OUTSIDE;
+    if (last !== undefined && last.owner === owner) return last;
+    let pending = pendings.get(owner);
+    if (pending === undefined) {
+      const made = new Pending(owner, scope);
+      pendings.set(owner, made);
+      afterPromiseJobs(() => dispatch(made));
+      pending = made;
+    }
+    last = pending;
+    return pending;
+  }
+
+  function dispatch(pending: Pending): void {
+    pendings.delete(pending.owner);
+    if (last === pending) last = undefined;
+    const slots = pending.slots;
+    const count = slots.length;
+    if (count <= maxBatchSize) {
+      call(pending, 0, count);
+      return;
+    }
+    for (let from = 0; from < count; from += maxBatchSize) {
+      call(pending, from, Math.min(from + maxBatchSize, count));
+    }
+  }
+
+  function call(pending: Pending, from: number, to: number): void {
+    const { slots, scope } = pending;
+    const cache = scope?.cache;
+    const n = to - from;
+    const keys = new Array<K>(n);
+    for (let i = 0; i < n; i++) keys[i] = slots[from + i]!.key as K;
+    cache?.countBatch();
+    const ctx = scope?.loaderContext ?? EMPTY_CONTEXT;
+    let result: unknown;
+    try {
+      result = tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx);
+    } catch (err) {
+      failAll(cache, slots, from, to, err);
+      return;
+    }
+    if (!isThenable(result)) {
+      settle(cache, slots, from, to, result);
+      return;
+    }
+    let done = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (timeout !== undefined) {
+      timer = setTimeout(() => {
+        if (done) return;
+        done = true;
+        failAll(
+          cache,
+          slots,
+          from,
+          to,
+          new BatchTimeoutError(
+            `${FN}('${group}'): the batch function did not settle within ${timeout} ms ` +
+              `for ${n === 1 ? 'key' : `${n} keys`} ${listKeys(slots, from, to)}; ` +
+              'they were rejected and not cached, so the next call loads them again.',
+          ),
+        );
+      }, timeout);
+    }
+    Promise.resolve(result).then(
+      (values) => {
+        if (done) return;
+        done = true;
+        if (timer !== undefined) clearTimeout(timer);
+        settle(cache, slots, from, to, values);
+      },
+      (err: unknown) => {
+        if (done) return;
+        done = true;
+        if (timer !== undefined) clearTimeout(timer);
+        failAll(cache, slots, from, to, err);
+      },
+    );
+  }
+
+  function settle(
+    cache: Cache | undefined,
+    slots: readonly Slot[],
+    from: number,
+    to: number,
+    values: unknown,
+  ): void {
+    const n = to - from;
+    if (Array.isArray(values)) {
+      if (values.length !== n) {
+        failAll(
+          cache,
+          slots,
+          from,
+          to,
+          new TypeError(
+            `${FN}('${group}'): the batch function returned ${values.length} values for ${n} keys. ` +
+              'An array result must hold one value (or Error) per key, in the order of the keys; ' +
+              'return a Map from key to value when some keys have none.',
+          ),
+        );
+        return;
+      }
+      for (let i = 0; i < n; i++) one(cache, slots[from + i]!, values[i]);
+      return;
+    }
+    if (isMapLike(values)) {
+      let encoded: Map<unknown, unknown> | undefined;
+      for (let i = from; i < to; i++) {
+        const slot = slots[i]!;
+        let value = values.get(slot.key);
+        if (value === undefined && typeof slot.key === 'object' && slot.key !== null) {
+          // A composite key: the map may hold equal arrays rather than the ones passed in.
+          if (!values.has(slot.key)) {
+            encoded ??= encodeMapKeys(values);
+            value = encoded.get(slot.mapKey);
+          }
+        }
+        one(cache, slot, value);
+      }
+      return;
+    }
+    failAll(
+      cache,
+      slots,
+      from,
+      to,
+      new TypeError(
+        `${FN}('${group}'): the batch function must resolve to an array with one value per key ` +
+          `or to a Map from key to value, got ${describe(values)}.`,
+      ),
+    );
+  }
+
+  function one(cache: Cache | undefined, slot: Slot, value: unknown): void {
+    if (value instanceof Error) {
+      fail(cache, slot, value);
+      return;
+    }
+    if (slot.entry !== undefined) (cache as Cache).settleBatched(slot.entry, slot.promise, value);
+    slot.resolve(value);
+  }
+
+  function fail(cache: Cache | undefined, slot: Slot, error: unknown): void {
+    cache?.failBatched(slot.entry, slot.promise);
+    slot.reject(error);
+  }
+
+  function failAll(
+    cache: Cache | undefined,
+    slots: readonly Slot[],
+    from: number,
+    to: number,
+    error: unknown,
+  ): void {
+    for (let i = from; i < to; i++) fail(cache, slots[i]!, error);
+  }
+
+  const batched = (key: K): Promise<V> => {
+    const scope = currentScope();
+    const mapKey = mapKeyOf(FN, key);
+    const composite = typeof key === 'object' && key !== null;
+    const cache = scope?.cache;
+    let store = false;
+    if (cache !== undefined) {
+      const found = cache.findBatched(FN, group, mapKey, composite, batched);
+      if (found) return found as Promise<V>;
+      store = found === undefined;
+    }
+    const pending = pendingOf(scope);
+    let slot = pending.byKey.get(mapKey);
+    if (slot === undefined) {
+      slot = new Slot(key, mapKey);
+      pending.byKey.set(mapKey, slot);
+      pending.slots.push(slot);
+    }
+    // Also when the key was queued already and its entry dropped since (removeContextData).
+    if (store) slot.entry = (cache as Cache).pendBatched(group, mapKey, composite, slot.promise);
+    return slot.promise as Promise<V>;
+  };
+
+  const getter = batched as ContextBatchedFunction<K, V>;
+  getter.many = (keys: readonly K[]): Promise<V[]> => {
+    if (!Array.isArray(keys)) {
+      throw new TypeError(
+        `${FN}('${group}').many(): keys must be an array of keys, such as [1, 2, 3], got ${describe(keys)}.`,
+      );
+    }
+    const promises = new Array<Promise<V>>(keys.length);
+    for (let i = 0; i < keys.length; i++) promises[i] = batched(keys[i] as K);
+    return Promise.all(promises);
+  };
+  getter.invalidate = invalidate;
+  getter.prime = prime;
+  return getter;
+}
+
+/** The values of a result map by encoded key, for composite keys given as other arrays. */
+function encodeMapKeys(values: ReadonlyMap<unknown, unknown>): Map<unknown, unknown> {
+  const encoded = new Map<unknown, unknown>();
+  for (const [key, value] of values.entries()) {
+    if (!Array.isArray(key)) continue;
+    try {
+      encoded.set(encodeComposite(FN, key), value);
+    } catch {
+      // Not a key this getter could have asked for.
+    }
+  }
+  return encoded;
+}
