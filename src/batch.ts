@@ -9,12 +9,14 @@
  * by the scope they belong to, and each batch leaves that map when it is dispatched.
  */
 
+import { checkTimeout, LoadTimeoutError } from './deadline.js';
 import { traceBatch, tracingBatches } from './diagnostics.js';
 import { type BatchedEntry, type Cache, EMPTY_CONTEXT } from './ephemeral.js';
+import { claimGroup } from './groups.js';
 import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
 import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
 import type { SharedCache } from './shared/types.js';
-import { checkOptionNames, describe, isCount, isDuration, noteGroup } from './warnings.js';
+import { checkOptionNames, describe, isCount } from './warnings.js';
 import { groupTiers } from './wrap.js';
 
 const FN = 'contextBatched';
@@ -40,9 +42,10 @@ export interface ContextBatchedOptions<V> {
   /** A shared tier behind the request cache, made by `createSharedCache()`. */
   shared?: SharedCache<V>;
   /**
-   * How long one call of the batch function may take, in ms. Past it, the keys of that
-   * call are rejected with an error naming the group, the keys and the limit, and are
-   * not cached (the next call loads them again). No limit by default.
+   * How long one call of the batch function may take, in ms. Past it, each key of that
+   * call is rejected with a `LoadTimeoutError` (code `CONTEXT_CACHE_LOAD_TIMEOUT`)
+   * naming the group, the key and the limit, and is not cached: the next call loads it
+   * again. Default: none.
    */
   timeout?: number;
 }
@@ -64,12 +67,6 @@ export interface ContextBatchedFunction<K extends CacheKey, V> {
   invalidate(key: K): Promise<void>;
   /** Store `value` for `key` in the request cache, replacing any value there. */
   prime(key: K, value: V): void;
-}
-
-/** The error a batched key is rejected with when its batch call outlives `timeout`. */
-export class BatchTimeoutError extends Error {
-  override readonly name = 'BatchTimeoutError';
-  readonly code = 'CONTEXT_CACHE_BATCH_TIMEOUT';
 }
 
 /** One key waiting in a pending batch. */
@@ -105,6 +102,8 @@ class Pending {
     this.scope = scope;
   }
 }
+
+function ignore(): void {}
 
 /** Where calls made outside any scope keep their pending batch. */
 const OUTSIDE = {};
@@ -146,41 +145,24 @@ function isMapLike(value: unknown): value is ReadonlyMap<unknown, unknown> {
   );
 }
 
-function listKeys(slots: readonly Slot[], from: number, to: number): string {
-  const shown: string[] = [];
-  for (let i = from; i < to && shown.length < 5; i++) {
-    const key = slots[i]!.key;
-    shown.push(
-      typeof key === 'string'
-        ? JSON.stringify(key)
-        : Array.isArray(key)
-          ? `[${key.map(String).join(', ')}]`
-          : String(key),
-    );
-  }
-  const more = to - from - shown.length;
-  return more > 0 ? `${shown.join(', ')} and ${more} more` : shown.join(', ');
-}
+const OPTIONS = ['maxBatchSize', 'shared', 'timeout'] as const;
 
-function checkBatchOptions(options: unknown): void {
-  if (options === undefined) return;
+/** Check `options` by name and value; returns the timeout in ms, if any. */
+function checkBatchOptions(options: unknown): number | undefined {
+  if (options === undefined) return undefined;
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `${FN}(): options must be an object such as { maxBatchSize: 100 }, got ${describe(options)}.`,
     );
   }
-  checkOptionNames(FN, options, ['maxBatchSize', 'shared', 'timeout']);
+  checkOptionNames(FN, options, OPTIONS);
   const { maxBatchSize, timeout } = options as Record<string, unknown>;
   if (maxBatchSize !== undefined && !isCount(maxBatchSize, 1)) {
     throw new TypeError(
       `${FN}(): options.maxBatchSize must be a positive integer or Infinity, such as 100, got ${describe(maxBatchSize)}.`,
     );
   }
-  if (timeout !== undefined && !(isDuration(timeout) && Number.isFinite(timeout))) {
-    throw new TypeError(
-      `${FN}(): options.timeout must be a positive number of milliseconds, such as 5_000, got ${describe(timeout)}.`,
-    );
-  }
+  return checkTimeout(FN, timeout);
 }
 
 /**
@@ -212,11 +194,15 @@ export function contextBatched<K extends CacheKey, V>(
         `(ids) => db.users.findMany(ids), got ${describe(batch)}.`,
     );
   }
-  checkBatchOptions(options);
+  const timeout = checkBatchOptions(options);
   const maxBatchSize = options?.maxBatchSize ?? Infinity;
-  const timeout = options?.timeout;
-  const { invalidate, prime } = groupTiers(FN, group, options);
-  noteGroup(FN, group, batch, contextBatched);
+  const shared = options?.shared;
+  const { invalidate, prime } = groupTiers(
+    FN,
+    group,
+    shared === undefined ? undefined : { shared },
+  );
+  claimGroup(FN, group, batch, contextBatched);
 
   const pendings = new Map<object, Pending>();
   /** The pending batch used last: most lookups of a turn come from one scope. */
@@ -275,17 +261,10 @@ export function contextBatched<K extends CacheKey, V>(
       timer = setTimeout(() => {
         if (done) return;
         done = true;
-        failAll(
-          cache,
-          slots,
-          from,
-          to,
-          new BatchTimeoutError(
-            `${FN}('${group}'): the batch function did not settle within ${timeout} ms ` +
-              `for ${n === 1 ? 'key' : `${n} keys`} ${listKeys(slots, from, to)}; ` +
-              'they were rejected and not cached, so the next call loads them again.',
-          ),
-        );
+        for (let i = from; i < to; i++) {
+          const slot = slots[i]!;
+          fail(cache, slot, new LoadTimeoutError(FN, group, slot.key, timeout));
+        }
       }, timeout);
     }
     Promise.resolve(result).then(
@@ -369,6 +348,9 @@ export function contextBatched<K extends CacheKey, V>(
 
   function fail(cache: Cache | undefined, slot: Slot, error: unknown): void {
     cache?.failBatched(slot.entry, slot.promise);
+    // As for every lookup, a failed key that nobody awaits is not an unhandled rejection
+    // (a caller that awaits it still gets the error). Only a failure pays for the handler.
+    slot.promise.then(undefined, ignore);
     slot.reject(error);
   }
 

@@ -21,11 +21,11 @@ export {
 } from './background.js';
 export {
   type BatchFunction,
-  BatchTimeoutError,
   type ContextBatchedFunction,
   type ContextBatchedOptions,
   contextBatched,
 } from './batch.js';
+export { LoadTimeoutError } from './deadline.js';
 export {
   type CachedControls,
   type CachedMethod,
@@ -48,6 +48,7 @@ export {
   type LoaderContext,
   withCacheContext,
   withNoCacheContext,
+  withTransaction,
 } from './scope.js';
 export {
   createSharedCache,
@@ -72,6 +73,7 @@ export {
   getWithContextCache,
   getWithContextCacheSync,
   hasContextData,
+  type LookupOptions,
   removeContextData,
   setContextData,
 } from './wrap.js';

@@ -65,53 +65,73 @@ export function isDuration(value: unknown): value is number {
   return typeof value === 'number' && value > 0;
 }
 
-/** Code of the warning for two getters of one kind made for one group with different functions. */
-export const GROUP_REUSED = 'CONTEXT_CACHE_GROUP_REUSED';
-
-/**
- * Throw a `TypeError` listing the known options when `options` has any other own
- * property (a misspelled `maxBatchsize` must not be ignored silently).
- */
-export function checkOptionNames(fn: string, options: object, known: readonly string[]): void {
-  for (const name of Object.keys(options)) {
-    if (!known.includes(name)) {
-      throw new TypeError(
-        `${fn}(): unknown option ${JSON.stringify(name)}; the options are ${known.join(', ')}.`,
-      );
-    }
-  }
+/** `'a'`, `'a' or 'b'`, `'a', 'b' or 'c'`. */
+function listNames(names: readonly string[]): string {
+  const quoted = names.map((name) => `'${name}'`);
+  return quoted.length < 2
+    ? (quoted[0] ?? '')
+    : `${quoted.slice(0, -1).join(', ')} or ${quoted[quoted.length - 1]}`;
 }
 
-/** The function each getter kind (`contextBatched`, ...) was first made with, by group. */
-// biome-ignore lint/complexity/noBannedTypes: getters are compared by identity only.
-const groupFunctions = new Map<string, Map<string, Function>>();
-const warnedGroups = new Set<string>();
+/** Edit distance of two short names (for "did you mean"). */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j] as number;
+      row[j] = Math.min(
+        above + 1,
+        (row[j - 1] as number) + 1,
+        diagonal + (a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1),
+      );
+      diagonal = above;
+    }
+  }
+  return row[b.length] as number;
+}
+
+/** The TypeError for an option `name` that `fn` does not know. */
+export function unknownOption(
+  fn: string,
+  name: string,
+  known: readonly string[],
+  what = 'options',
+): TypeError {
+  // A guess: a known name this one extends or abbreviates (lifetimeMs, maxEntry), else
+  // the closest one within a few typos.
+  let guess = known.find((k) => name.startsWith(k) || (name.length > 2 && k.startsWith(name)));
+  if (guess === undefined) {
+    let best = Math.max(2, Math.floor(name.length / 3)) + 1;
+    for (const candidate of known) {
+      const d = distance(name, candidate);
+      if (d < best) {
+        best = d;
+        guess = candidate;
+      }
+    }
+  }
+  return new TypeError(
+    `${fn}(): unknown option ${what}.${name}${guess === undefined ? '' : ` (did you mean '${guess}'?)`}. ` +
+      `The known options are ${listNames(known)}.`,
+  );
+}
 
 /**
- * Remember that `kind` made a getter for `group` with `fn`; a second one made with
- * another function emits one `CONTEXT_CACHE_GROUP_REUSED` warning per kind and group:
- * the two getters would read each other's values.
+ * Throw `unknownOption` for the first own enumerable property of `options` not in
+ * `known`. `options` must already be known to be an object. Builds nothing when every
+ * name is known (a `for…in` over a small object literal is a few nanoseconds).
  */
-// biome-ignore lint/complexity/noBannedTypes: any loader or batch function.
-export function noteGroup(kind: string, group: string, fn: Function, cut: StackCut): void {
-  let byGroup = groupFunctions.get(kind);
-  if (byGroup === undefined) {
-    byGroup = new Map();
-    groupFunctions.set(kind, byGroup);
+export function checkOptionNames(
+  fn: string,
+  options: object,
+  known: readonly string[],
+  what = 'options',
+): void {
+  for (const name in options) {
+    if (!known.includes(name) && Object.hasOwn(options, name)) {
+      throw unknownOption(fn, name, known, what);
+    }
   }
-  const first = byGroup.get(group);
-  if (first === undefined) {
-    byGroup.set(group, fn);
-    return;
-  }
-  const id = `${kind}\u0000${group}`;
-  if (first === fn || warnedGroups.has(id)) return;
-  warnedGroups.add(id);
-  warn(
-    `${kind}('${group}') was made twice with two different functions. Getters of one group ` +
-      `share their entries, so each would return values the other loaded. Give each its own ` +
-      `group, or make the getter once and import it where it is needed.`,
-    GROUP_REUSED,
-    cut,
-  );
 }
