@@ -69,37 +69,69 @@ export interface ContextBatchedFunction<K extends CacheKey, V> {
   prime(key: K, value: V): void;
 }
 
-/** One key waiting in a pending batch. */
-class Slot {
-  readonly key: CacheKey;
-  readonly mapKey: unknown;
-  readonly promise: Promise<unknown>;
-  resolve!: (value: unknown) => void;
-  reject!: (error: unknown) => void;
-  /** The request-cache entry that holds `promise`, when the scope's cache is serving. */
-  entry: BatchedEntry | undefined = undefined;
+/** What the executor below hands over: set and read right away, never kept. */
+let nextResolve: ((value: unknown) => void) | undefined;
+let nextReject: ((error: unknown) => void) | undefined;
 
-  constructor(key: CacheKey, mapKey: unknown) {
-    this.key = key;
-    this.mapKey = mapKey;
-    this.promise = new Promise<unknown>((resolve, reject) => {
-      this.resolve = resolve;
-      this.reject = reject;
-    });
-  }
+/** One executor for every queued key's promise, so queuing a key makes no closure. */
+function executor(resolve: (value: unknown) => void, reject: (error: unknown) => void): void {
+  nextResolve = resolve;
+  nextReject = reject;
 }
 
-/** The keys one scope has queued for one getter since its last dispatch. */
+/**
+ * The keys one scope has queued for one getter since its last dispatch, in parallel
+ * arrays (one small allocation per array, not one object per key).
+ */
 class Pending {
   readonly owner: object;
   readonly scope: ScopeState | undefined;
-  readonly slots: Slot[] = [];
-  /** The queued keys by map key: a key asked for twice before dispatch is queued once. */
-  readonly byKey = new Map<unknown, Slot>();
+  /** `scope.cache.removals` when the batch opened (see `queue`). */
+  readonly removals: number;
+  readonly keys: CacheKey[] = [];
+  readonly promises: Promise<unknown>[] = [];
+  /** Each key's resolve and reject functions, two per key. */
+  readonly settlers: ((value: unknown) => void)[] = [];
+  /** The request-cache entry of each key, when the scope's cache is serving. */
+  readonly entries: (BatchedEntry | undefined)[] = [];
+  /**
+   * The queued keys' indexes by map key, made when an entry lookup cannot tell whether a
+   * key is queued already: without a serving cache, or after an entry was dropped.
+   */
+  byKey: Map<unknown, number> | undefined = undefined;
 
   constructor(owner: object, scope: ScopeState | undefined) {
     this.owner = owner;
     this.scope = scope;
+    this.removals = scope?.cache?.removals ?? 0;
+  }
+
+  /** The index of `mapKey` if it is queued already, else -1. */
+  indexOf(mapKey: unknown): number {
+    let byKey = this.byKey;
+    if (byKey === undefined) {
+      byKey = new Map();
+      const keys = this.keys;
+      for (let i = 0; i < keys.length; i++) byKey.set(mapKeyOf(FN, keys[i]), i);
+      this.byKey = byKey;
+    }
+    return byKey.get(mapKey) ?? -1;
+  }
+
+  /** Queue a key; returns its index. */
+  add(key: CacheKey, mapKey: unknown): number {
+    const index = this.keys.length;
+    this.keys.push(key);
+    this.promises.push(new Promise<unknown>(executor));
+    this.settlers.push(
+      nextResolve as (value: unknown) => void,
+      nextReject as (error: unknown) => void,
+    );
+    nextResolve = undefined;
+    nextReject = undefined;
+    this.entries.push(undefined);
+    this.byKey?.set(mapKey, index);
+    return index;
   }
 }
 
@@ -225,8 +257,7 @@ export function contextBatched<K extends CacheKey, V>(
   function dispatch(pending: Pending): void {
     pendings.delete(pending.owner);
     if (last === pending) last = undefined;
-    const slots = pending.slots;
-    const count = slots.length;
+    const count = pending.keys.length;
     if (count <= maxBatchSize) {
       call(pending, 0, count);
       return;
@@ -237,65 +268,60 @@ export function contextBatched<K extends CacheKey, V>(
   }
 
   function call(pending: Pending, from: number, to: number): void {
-    const { slots, scope } = pending;
-    const cache = scope?.cache;
+    const scope = pending.scope;
     const n = to - from;
-    const keys = new Array<K>(n);
-    for (let i = 0; i < n; i++) keys[i] = slots[from + i]!.key as K;
-    cache?.countBatch();
+    const keys = (n === pending.keys.length ? pending.keys : pending.keys.slice(from, to)) as K[];
+    scope?.cache?.countBatch();
     const ctx = scope?.loaderContext ?? EMPTY_CONTEXT;
     let result: unknown;
     try {
       result = tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx);
     } catch (err) {
-      failAll(cache, slots, from, to, err);
+      failAll(pending, from, to, err);
       return;
     }
     if (!isThenable(result)) {
-      settle(cache, slots, from, to, result);
+      settle(pending, from, to, result);
+      return;
+    }
+    if (timeout === undefined) {
+      Promise.resolve(result).then(
+        (values) => settle(pending, from, to, values),
+        (err: unknown) => failAll(pending, from, to, err),
+      );
       return;
     }
     let done = false;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    if (timeout !== undefined) {
-      timer = setTimeout(() => {
-        if (done) return;
-        done = true;
-        for (let i = from; i < to; i++) {
-          const slot = slots[i]!;
-          fail(cache, slot, new LoadTimeoutError(FN, group, slot.key, timeout));
-        }
-      }, timeout);
-    }
+    const limit = timeout;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      for (let i = from; i < to; i++) {
+        fail(pending, i, new LoadTimeoutError(FN, group, pending.keys[i] as CacheKey, limit));
+      }
+    }, limit);
     Promise.resolve(result).then(
       (values) => {
         if (done) return;
         done = true;
-        if (timer !== undefined) clearTimeout(timer);
-        settle(cache, slots, from, to, values);
+        clearTimeout(timer);
+        settle(pending, from, to, values);
       },
       (err: unknown) => {
         if (done) return;
         done = true;
-        if (timer !== undefined) clearTimeout(timer);
-        failAll(cache, slots, from, to, err);
+        clearTimeout(timer);
+        failAll(pending, from, to, err);
       },
     );
   }
 
-  function settle(
-    cache: Cache | undefined,
-    slots: readonly Slot[],
-    from: number,
-    to: number,
-    values: unknown,
-  ): void {
+  function settle(pending: Pending, from: number, to: number, values: unknown): void {
     const n = to - from;
     if (Array.isArray(values)) {
       if (values.length !== n) {
         failAll(
-          cache,
-          slots,
+          pending,
           from,
           to,
           new TypeError(
@@ -306,28 +332,26 @@ export function contextBatched<K extends CacheKey, V>(
         );
         return;
       }
-      for (let i = 0; i < n; i++) one(cache, slots[from + i]!, values[i]);
+      for (let i = from; i < to; i++) one(pending, i, values[i - from]);
       return;
     }
     if (isMapLike(values)) {
       let encoded: Map<unknown, unknown> | undefined;
+      const keys = pending.keys;
       for (let i = from; i < to; i++) {
-        const slot = slots[i]!;
-        let value = values.get(slot.key);
-        if (value === undefined && typeof slot.key === 'object' && slot.key !== null) {
+        const key = keys[i];
+        let value = values.get(key);
+        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
           // A composite key: the map may hold equal arrays rather than the ones passed in.
-          if (!values.has(slot.key)) {
-            encoded ??= encodeMapKeys(values);
-            value = encoded.get(slot.mapKey);
-          }
+          encoded ??= encodeMapKeys(values);
+          value = encoded.get(mapKeyOf(FN, key));
         }
-        one(cache, slot, value);
+        one(pending, i, value);
       }
       return;
     }
     failAll(
-      cache,
-      slots,
+      pending,
       from,
       to,
       new TypeError(
@@ -337,31 +361,29 @@ export function contextBatched<K extends CacheKey, V>(
     );
   }
 
-  function one(cache: Cache | undefined, slot: Slot, value: unknown): void {
+  function one(pending: Pending, i: number, value: unknown): void {
     if (value instanceof Error) {
-      fail(cache, slot, value);
+      fail(pending, i, value);
       return;
     }
-    if (slot.entry !== undefined) (cache as Cache).settleBatched(slot.entry, slot.promise, value);
-    slot.resolve(value);
+    const entry = pending.entries[i];
+    if (entry !== undefined) {
+      pending.scope?.cache?.settleBatched(entry, pending.promises[i] as Promise<unknown>, value);
+    }
+    (pending.settlers[2 * i] as (value: unknown) => void)(value);
   }
 
-  function fail(cache: Cache | undefined, slot: Slot, error: unknown): void {
-    cache?.failBatched(slot.entry, slot.promise);
+  function fail(pending: Pending, i: number, error: unknown): void {
+    const promise = pending.promises[i] as Promise<unknown>;
+    pending.scope?.cache?.failBatched(pending.entries[i], promise);
     // As for every lookup, a failed key that nobody awaits is not an unhandled rejection
     // (a caller that awaits it still gets the error). Only a failure pays for the handler.
-    slot.promise.then(undefined, ignore);
-    slot.reject(error);
+    promise.then(undefined, ignore);
+    (pending.settlers[2 * i + 1] as (error: unknown) => void)(error);
   }
 
-  function failAll(
-    cache: Cache | undefined,
-    slots: readonly Slot[],
-    from: number,
-    to: number,
-    error: unknown,
-  ): void {
-    for (let i = from; i < to; i++) fail(cache, slots[i]!, error);
+  function failAll(pending: Pending, from: number, to: number, error: unknown): void {
+    for (let i = from; i < to; i++) fail(pending, i, error);
   }
 
   const batched = (key: K): Promise<V> => {
@@ -376,15 +398,15 @@ export function contextBatched<K extends CacheKey, V>(
       store = found === undefined;
     }
     const pending = pendingOf(scope);
-    let slot = pending.byKey.get(mapKey);
-    if (slot === undefined) {
-      slot = new Slot(key, mapKey);
-      pending.byKey.set(mapKey, slot);
-      pending.slots.push(slot);
-    }
-    // Also when the key was queued already and its entry dropped since (removeContextData).
-    if (store) slot.entry = (cache as Cache).pendBatched(group, mapKey, composite, slot.promise);
-    return slot.promise as Promise<V>;
+    // With a serving cache whose entries are all still there, a queued key would have
+    // been found above (a join); otherwise look among the queued keys.
+    let index =
+      store && (cache as Cache).removals === pending.removals ? -1 : pending.indexOf(mapKey);
+    if (index < 0) index = pending.add(key, mapKey);
+    const promise = pending.promises[index] as Promise<unknown>;
+    if (store)
+      pending.entries[index] = (cache as Cache).pendBatched(group, mapKey, composite, promise);
+    return promise as Promise<V>;
   };
 
   const getter = batched as ContextBatchedFunction<K, V>;

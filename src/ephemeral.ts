@@ -231,6 +231,14 @@ export class Cache implements EphemeralCache, ScopeState {
    * also clears. Both `undefined` for a request's cache.
    */
   transaction: unknown = undefined;
+  /**
+   * Entries removed so far (dropped, failed, evicted). A pending batch compares it with
+   * its value when the batch opened: unchanged, every key it queued still has its entry,
+   * so an entry lookup alone tells whether a key is queued already.
+   */
+  removals = 0;
+  /** The group map of the last `findBatched` miss, for the `pendBatched` right after it. */
+  private missedMap: Map<unknown, Entry> | undefined = undefined;
   outer: Cache | undefined = undefined;
 
   constructor(
@@ -518,7 +526,8 @@ export class Cache implements EphemeralCache, ScopeState {
       return null;
     }
     const contents = this.hold();
-    const entry = contents.mapOf(group, composite)?.get(mapKey);
+    const map = contents.mapOf(group, composite);
+    const entry = map?.get(mapKey);
     if (entry !== undefined) {
       if (entry.settled) {
         contents.hits++;
@@ -530,6 +539,7 @@ export class Cache implements EphemeralCache, ScopeState {
     }
     contents.misses++;
     contents.loads++;
+    this.missedMap = map;
     return undefined;
   }
 
@@ -545,9 +555,18 @@ export class Cache implements EphemeralCache, ScopeState {
     promise: Promise<unknown>,
   ): BatchedEntry | undefined {
     if (this.ended) return undefined;
-    const map = this.groupMap(group, composite);
-    const entry = new Entry(map, mapKey, false, undefined, promise);
-    this.insert(map, mapKey, entry);
+    // The map `findBatched` just missed in, if the group had one: nothing ran since, so
+    // the key is still absent and the entry goes straight in.
+    const found = this.missedMap;
+    this.missedMap = undefined;
+    if (found === undefined) {
+      const map = this.groupMap(group, composite);
+      const entry = new Entry(map, mapKey, false, undefined, promise);
+      this.insert(map, mapKey, entry);
+      return entry;
+    }
+    const entry = new Entry(found, mapKey, false, undefined, promise);
+    this.link(found, mapKey, entry);
     return entry;
   }
 
@@ -709,6 +728,11 @@ export class Cache implements EphemeralCache, ScopeState {
     // drop it, so every entry in a map is linked exactly once and eviction always ends.
     const previous = map.get(mapKey);
     if (previous !== undefined) this.remove(previous);
+    this.link(map, mapKey, entry);
+  }
+
+  /** Link `entry` in under `mapKey`, which `map` does not hold. */
+  private link(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
     const contents = this.contents as Contents;
     map.set(mapKey, entry);
     const tail = contents.tail;
@@ -730,6 +754,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.contents;
     if (contents === undefined || this.ended || entry.map.get(entry.key) !== entry) return;
     entry.map.delete(entry.key);
+    this.removals++;
     const { prev, next } = entry;
     if (prev === undefined) contents.head = next;
     else prev.next = next;
