@@ -96,7 +96,9 @@ for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < names.length; i++) {
       const name = names[(i + round) % names.length];
       const stats = await scenario.variants[name]((fn) => measure(fn, timing));
-      ((results[scenario.name] ??= {})[name] ??= []).push(stats.avg);
+      results[scenario.name] ??= {};
+      results[scenario.name][name] ??= [];
+      results[scenario.name][name].push(stats.avg);
     }
   }
 }
