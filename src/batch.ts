@@ -15,7 +15,7 @@ import { type BatchedEntry, type Cache, EMPTY_CONTEXT } from './ephemeral.js';
 import { claimGroup } from './groups.js';
 import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
 import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
-import type { SharedCache } from './shared/types.js';
+import { batchFailure, type SharedCache, type SharedGroupView } from './shared/types.js';
 import { checkOptionNames, describe, isCount } from './warnings.js';
 import { groupTiers } from './wrap.js';
 
@@ -137,6 +137,9 @@ class Pending {
 
 function ignore(): void {}
 
+/** What a timed-out batch call resolves to in the shared path. */
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
 /** Where calls made outside any scope keep their pending batch. */
 const OUTSIDE = {};
 
@@ -229,7 +232,7 @@ export function contextBatched<K extends CacheKey, V>(
   const timeout = checkBatchOptions(options);
   const maxBatchSize = options?.maxBatchSize ?? Infinity;
   const shared = options?.shared;
-  const { invalidate, prime } = groupTiers(
+  const { view, invalidate, prime } = groupTiers(
     FN,
     group,
     shared === undefined ? undefined : { shared },
@@ -271,8 +274,14 @@ export function contextBatched<K extends CacheKey, V>(
     const scope = pending.scope;
     const n = to - from;
     const keys = (n === pending.keys.length ? pending.keys : pending.keys.slice(from, to)) as K[];
-    scope?.cache?.countBatch();
     const ctx = scope?.loaderContext ?? EMPTY_CONTEXT;
+    // A transaction's reads may see its own uncommitted writes: they never reach the
+    // shared tier.
+    if (view !== undefined && ctx.transaction === undefined) {
+      throughShared(view, pending, from, to, keys);
+      return;
+    }
+    scope?.cache?.countBatch();
     let result: unknown;
     try {
       result = tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx);
@@ -316,20 +325,89 @@ export function contextBatched<K extends CacheKey, V>(
     );
   }
 
+  /**
+   * With a shared tier: the store answers what it holds (one round trip), keys another
+   * request of this process is loading are joined, and `batch` is called once for the
+   * rest, whose values are written back in one round trip.
+   */
+  function throughShared(
+    view: SharedGroupView<V>,
+    pending: Pending,
+    from: number,
+    to: number,
+    keys: readonly K[],
+  ): void {
+    const cache = pending.scope?.cache;
+    const results = view.loadMany(keys, (missed, ctx) => {
+      cache?.countBatch();
+      return runForShared(missed as readonly K[], ctx);
+    });
+    for (let i = from; i < to; i++) {
+      (results[i - from] as Promise<unknown>).then(
+        (value) => one(pending, i, value),
+        (err: unknown) => fail(pending, i, err),
+      );
+    }
+  }
+
+  /** One call of `batch` for the shared tier: one element per key, failures marked. */
+  async function runForShared(keys: readonly K[], ctx: LoaderContext): Promise<unknown[]> {
+    const n = keys.length;
+    let call: Promise<unknown> = Promise.resolve(
+      tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx),
+    );
+    if (timeout !== undefined) {
+      const limit = timeout;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(resolve, limit, TIMED_OUT);
+      });
+      call = Promise.race([call, expired]).finally(() => clearTimeout(timer));
+    }
+    const values = await call;
+    if (values === TIMED_OUT) {
+      return keys.map((key) =>
+        batchFailure(new LoadTimeoutError(FN, group, key, timeout as number)),
+      );
+    }
+    if (Array.isArray(values)) {
+      if (values.length !== n) throw lengthError(values.length, n);
+      return values.map((value) => (value instanceof Error ? batchFailure(value) : value));
+    }
+    if (isMapLike(values)) {
+      let encoded: Map<unknown, unknown> | undefined;
+      return keys.map((key) => {
+        let value = values.get(key);
+        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
+          encoded ??= encodeMapKeys(values);
+          value = encoded.get(mapKeyOf(FN, key));
+        }
+        return value instanceof Error ? batchFailure(value) : value;
+      });
+    }
+    throw shapeError(values);
+  }
+
+  function lengthError(got: number, n: number): TypeError {
+    return new TypeError(
+      `${FN}('${group}'): the batch function returned ${got} values for ${n} keys. ` +
+        'An array result must hold one value (or Error) per key, in the order of the keys; ' +
+        'return a Map from key to value when some keys have none.',
+    );
+  }
+
+  function shapeError(values: unknown): TypeError {
+    return new TypeError(
+      `${FN}('${group}'): the batch function must resolve to an array with one value per key ` +
+        `or to a Map from key to value, got ${describe(values)}.`,
+    );
+  }
+
   function settle(pending: Pending, from: number, to: number, values: unknown): void {
     const n = to - from;
     if (Array.isArray(values)) {
       if (values.length !== n) {
-        failAll(
-          pending,
-          from,
-          to,
-          new TypeError(
-            `${FN}('${group}'): the batch function returned ${values.length} values for ${n} keys. ` +
-              'An array result must hold one value (or Error) per key, in the order of the keys; ' +
-              'return a Map from key to value when some keys have none.',
-          ),
-        );
+        failAll(pending, from, to, lengthError(values.length, n));
         return;
       }
       for (let i = from; i < to; i++) one(pending, i, values[i - from]);
@@ -350,15 +428,7 @@ export function contextBatched<K extends CacheKey, V>(
       }
       return;
     }
-    failAll(
-      pending,
-      from,
-      to,
-      new TypeError(
-        `${FN}('${group}'): the batch function must resolve to an array with one value per key ` +
-          `or to a Map from key to value, got ${describe(values)}.`,
-      ),
-    );
+    failAll(pending, from, to, shapeError(values));
   }
 
   function one(pending: Pending, i: number, value: unknown): void {
