@@ -63,6 +63,7 @@ export type {
   SharedLoaderContext,
   SharedSetOptions,
   Store,
+  StoreEntry,
   StoreValue,
 } from './shared/types.js';
 export {
