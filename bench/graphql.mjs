@@ -5,16 +5,22 @@
 // its answer and its SQL statements per request. Then interleaved rounds of autocannon,
 // one server at a time, req/s medians.
 //
-//   node graphql.mjs [--quick] [--json FILE]
+// `--source memory` serves the same statements from plain arrays (lib/graphql-memory.mjs),
+// which takes the database's own cost out and leaves the batching and GraphQL work.
+//
+//   node graphql.mjs [--quick] [--json FILE] [--source pglite|memory]
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { createGraphQLServer, POSTS_QUERY } from '../examples/graphql/app.js';
 import { openDatabase } from '../examples/graphql/db.js';
+import { memoryDatabase } from './lib/graphql-memory.mjs';
 import { flag, median, option, printTable } from './lib/util.mjs';
 
 const quick = flag('--quick');
+const source = option('--source') ?? 'pglite';
+if (source !== 'pglite' && source !== 'memory') throw new Error('--source is pglite or memory');
 const jsonFile = option('--json');
 const rounds = quick ? 1 : 5;
 const duration = quick ? 1 : 5;
@@ -40,7 +46,7 @@ async function post(url) {
 // Correctness and SQL per request, in this process.
 const statements = {};
 {
-  const db = await openDatabase();
+  const db = source === 'memory' ? memoryDatabase() : await openDatabase();
   let reference;
   for (const mode of modes) {
     const server = createGraphQLServer({ db, mode });
@@ -65,7 +71,9 @@ const statements = {};
 
 const SERVER = fileURLToPath(new URL('./http/graphql-server.mjs', import.meta.url));
 function start(mode) {
-  const child = spawn(process.execPath, [SERVER, mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [SERVER, mode, source], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return new Promise((resolve, reject) => {
     let out = '';
     child.on('exit', (code) => reject(new Error(`${mode} server exited (${code})`)));
@@ -129,7 +137,7 @@ const rows = modes.map((mode) => {
   return [names[mode], String(statements[mode]), m.toFixed(0), (m / base).toFixed(2)];
 });
 printTable(
-  `GraphQL over HTTP, 50 posts (Node ${process.version}, ${rounds} interleaved round(s) of ${duration} s, medians)`,
+  `GraphQL over HTTP, 50 posts, ${source} data (Node ${process.version}, ${rounds} interleaved round(s) of ${duration} s, medians)`,
   ['getters', 'SQL per request', 'req/s', 'vs DataLoader'],
   rows,
 );

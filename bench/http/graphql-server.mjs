@@ -2,9 +2,10 @@
 // bench/graphql.mjs: `node graphql-server.mjs MODE` prints `READY <port>` once it listens.
 import { createGraphQLServer } from '../../examples/graphql/app.js';
 import { openDatabase } from '../../examples/graphql/db.js';
+import { memoryDatabase } from '../lib/graphql-memory.mjs';
 
-const mode = process.argv[2];
-const db = await openDatabase();
+const [mode, source] = process.argv.slice(2);
+const db = source === 'memory' ? memoryDatabase() : await openDatabase();
 const server = createGraphQLServer({ db, mode });
 server.listen(0, '127.0.0.1', () => {
   process.stdout.write(`READY ${server.address().port}\n`);
