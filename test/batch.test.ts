@@ -401,6 +401,28 @@ describe('results', () => {
   });
 });
 
+describe('no unhandled rejection', () => {
+  it('from a failed key or a failed batch that nobody awaits, in or out of a request', async () => {
+    const perKey = contextBatched(fresh('unawaited'), async (keys: readonly number[]) =>
+      keys.map((key) => new Error(`no ${key}`)),
+    );
+    const whole = contextBatched(fresh('unawaited-all'), async (): Promise<number[]> => {
+      throw new Error('down');
+    });
+    await withCacheContext(async () => {
+      void perKey(1);
+      void whole(1);
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+    void perKey(2);
+    void whole(2);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The afterEach of noUnhandledRejections() fails the test if any was reported; an
+    // awaiting caller still gets the error:
+    await expect(perKey(3)).rejects.toThrow('no 3');
+  });
+});
+
 describe('many()', () => {
   it('resolves the values in the keys order through one batch plus hits', async () => {
     const { calls, getter } = recorder<number>();
