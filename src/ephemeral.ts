@@ -435,19 +435,21 @@ export class Cache implements EphemeralCache, ScopeState {
       counts.loads++;
     }
     const ctx = this.loaderContext;
-    let promise: Promise<unknown>;
+    let result: unknown;
     try {
-      promise = Promise.resolve(
-        tracingLoads()
-          ? traceLoad(group, key, false, false, () => loader.call(thisArg, key as never, ctx))
-          : loader.call(thisArg, key as never, ctx),
-      );
+      result = tracingLoads()
+        ? traceLoad(group, key, false, false, () => loader.call(thisArg, key as never, ctx))
+        : loader.call(thisArg, key as never, ctx);
     } catch (err) {
       if (counts !== undefined && !this.ended) counts.errors++;
-      promise = Promise.reject(err);
+      const failed = Promise.reject(err);
+      failed.then(undefined, ignore);
+      return failed;
     }
-    // As for a stored load (see `load`): a failure nobody awaits is not unhandled.
-    promise.then(undefined, ignore);
+    const promise = Promise.resolve(result);
+    // As for a stored load (see `load`): a failure nobody awaits is not unhandled. A
+    // plain value cannot fail, so only a promise gets the handler.
+    if (isThenable(result)) promise.then(undefined, ignore);
     return promise;
   }
 

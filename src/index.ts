@@ -40,7 +40,7 @@ export {
   type LoadMessage,
 } from './diagnostics.js';
 export type { CacheStats, EphemeralCache } from './ephemeral.js';
-export type { CacheKey, KeyPart } from './keys.js';
+export type { CacheKey, CacheKeyError, CheckedKey, KeyCandidate, KeyPart } from './keys.js';
 export {
   type CacheContextOptions,
   currentSignal,

@@ -159,7 +159,13 @@ function checkOptions(options: unknown): void {
       `withCacheContext(): options must be an object such as { lifetime: 60_000 }, got ${describe(options)}.`,
     );
   }
-  checkOptionNames('withCacheContext', options, CONTEXT_OPTIONS);
+  // Adapters come through here once per request: the names are compared inline (no
+  // array search) and only an unknown one builds the error.
+  for (const name in options) {
+    if (name !== 'lifetime' && name !== 'maxEntries' && name !== 'signal') {
+      checkOptionNames('withCacheContext', options, CONTEXT_OPTIONS);
+    }
+  }
   const { lifetime, maxEntries, signal } = options as Record<string, unknown>;
   if (lifetime !== undefined && !isDuration(lifetime)) {
     throw new TypeError(
@@ -294,7 +300,7 @@ export function currentSignal(): AbortSignal | undefined {
  * );
  * ```
  */
-export function withTransaction<T>(transaction: unknown, fn: () => T): T {
+export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => T): T {
   if (transaction === undefined || transaction === null) {
     throw new TypeError(
       'withTransaction(): transaction must be the transaction your loaders should query, ' +

@@ -6,7 +6,14 @@
 import { checkTimeout, withDeadline } from './deadline.js';
 import { asyncLoaderError, isThenable } from './ephemeral.js';
 import { claimGroup } from './groups.js';
-import { type CacheKey, checkGroup, checkKey, checkLoader } from './keys.js';
+import {
+  type CacheKey,
+  type CheckedKey,
+  checkGroup,
+  checkKey,
+  checkLoader,
+  type KeyCandidate,
+} from './keys.js';
 import { currentScope, type LoaderContext } from './scope.js';
 import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
 import { checkOptionNames, describe, type StackCut } from './warnings.js';
@@ -32,15 +39,22 @@ export function lookup<K extends CacheKey, T>(
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
   checkKey('getWithContextCache', key); // the same TypeError as with a cache
-  let promise: Promise<T>;
+  let result: T | PromiseLike<T>;
   try {
-    promise = Promise.resolve(loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT));
+    result = loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT);
   } catch (err) {
-    promise = Promise.reject(err);
+    return handled(Promise.reject(err));
   }
-  // As inside a request cache (which keeps its own handler on every load), a failed
-  // lookup that nobody awaits is not an unhandled rejection; a caller that awaits it
-  // still gets the error.
+  // A plain value cannot fail: only a promise needs the handler below.
+  return isThenable(result) ? handled(Promise.resolve(result)) : Promise.resolve(result);
+}
+
+/**
+ * `promise`, with a handler that makes a failure nobody awaits not an unhandled
+ * rejection, as inside a request cache (which keeps its own handler on every load); a
+ * caller that awaits it still gets the error.
+ */
+function handled<T>(promise: Promise<T>): Promise<T> {
   promise.then(undefined, ignore);
   return promise;
 }
@@ -52,7 +66,9 @@ export interface LookupOptions {
   /**
    * Milliseconds the loader may take. Past it the callers waiting on the load reject
    * with a `LoadTimeoutError` naming the group, the key and the limit, the entry is
-   * dropped and the next call loads again. Default: none.
+   * dropped and the next call loads again. Default: none. (A lookup given options
+   * wraps its loader on every call; a getter made once with `contextCached(group,
+   * loader, { timeout })` does not, and suits a hot path better.)
    */
   timeout?: number;
 }
@@ -84,6 +100,19 @@ function timedLoader<K extends CacheKey, T>(
  * const user = await getWithContextCache('user', id, (id, { signal }) => db.findUser(id, { signal }));
  * ```
  */
+export function getWithContextCache<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getWithContextCache<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
 export function getWithContextCache<K extends CacheKey, T>(
   group: string,
   key: K,
@@ -122,6 +151,17 @@ function checkLookupOptions(fn: string, options: unknown): number | undefined {
  * const loader = getWithContextCacheSync('loaders', 'user', () => new DataLoader(batchUsers));
  * ```
  */
+export function getWithContextCacheSync<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K) => T,
+): T;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getWithContextCacheSync<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K) => T,
+): T;
 export function getWithContextCacheSync<K extends CacheKey, T>(
   group: string,
   key: K,
@@ -153,6 +193,9 @@ function validateOutside(fn: string, group: unknown, key: unknown): void {
  * const user = getContextData('user', 1) as User | undefined;
  * ```
  */
+export function getContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): unknown;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getContextData(group: string, key: CacheKey): unknown;
 export function getContextData(group: string, key: CacheKey): unknown {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.getData('getContextData', group, key, getContextData);
@@ -168,6 +211,9 @@ export function getContextData(group: string, key: CacheKey): unknown {
  * if (!hasContextData('setting', 'theme')) setContextData('setting', 'theme', await loadTheme());
  * ```
  */
+export function hasContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): boolean;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function hasContextData(group: string, key: CacheKey): boolean;
 export function hasContextData(group: string, key: CacheKey): boolean {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.hasData('hasContextData', group, key, hasContextData);
@@ -184,6 +230,13 @@ export function hasContextData(group: string, key: CacheKey): boolean {
  * setContextData('user', user.id, user); // after loading a list, seed the per-id entries
  * ```
  */
+export function setContextData<K extends KeyCandidate>(
+  group: string,
+  key: CheckedKey<K>,
+  value: unknown,
+): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function setContextData(group: string, key: CacheKey, value: unknown): void;
 export function setContextData(group: string, key: CacheKey, value: unknown): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
@@ -203,6 +256,9 @@ export function setContextData(group: string, key: CacheKey, value: unknown): vo
  * removeContextData('user', id);
  * ```
  */
+export function removeContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function removeContextData(group: string, key: CacheKey): void;
 export function removeContextData(group: string, key: CacheKey): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {

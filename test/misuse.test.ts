@@ -274,6 +274,35 @@ describe('per-getter timeout', () => {
     });
   });
 
+  it('with a shared tier, fails the shared load too, so other requests load again as well', async () => {
+    const shared = createSharedCache<number>({
+      store: memoryStore({ max: 10 }),
+      ttl: 60_000,
+      namespace: 'timeout',
+    });
+    let loads = 0;
+    const get = contextCached(
+      'timeout-shared',
+      (id: number) => (++loads === 1 ? new Promise<number>(() => {}) : Promise.resolve(id)),
+      { shared, timeout: 30 },
+    );
+    // Two requests at once: both wait on the one shared load, which never settles.
+    const first = withCacheContext(() => get(1));
+    const second = withCacheContext(() => get(1));
+    for (const result of await Promise.allSettled([first, second])) {
+      expect(result.status).toBe('rejected');
+      expect((result as PromiseRejectedResult).reason).toMatchObject({
+        code: 'CONTEXT_CACHE_LOAD_TIMEOUT',
+        group: 'timeout-shared',
+      });
+    }
+    expect(loads).toBe(1);
+    // The shared load was dropped with its error: a new request loads again.
+    expect(await withCacheContext(() => get(1))).toBe(1);
+    expect(loads).toBe(2);
+    await shared.close();
+  });
+
   it('rejects a timeout that is not a positive number of milliseconds', () => {
     expect(() => contextCached('timeout-bad', async () => 1, { timeout: 0 })).toThrow(
       new TypeError(
@@ -292,11 +321,17 @@ describe('a failed lookup that nobody awaits', () => {
       throw new Error('db down');
     };
     void getWithContextCache('unawaited', 1, fail); // outside any scope
+    void getWithContextCache('unawaited', 1, () => {
+      throw new Error('sync throw'); // a loader that throws before returning a promise
+    });
     await withCacheContext(async () => {
       void getWithContextCache('unawaited', 1, fail); // stored load
       withNoCacheContext(() => void getWithContextCache('unawaited', 1, fail));
       getContextCache()?.end();
       void getWithContextCache('unawaited', 1, fail); // after the end: pass-through
+      void getWithContextCache('unawaited', 2, () => {
+        throw new Error('sync throw after the end');
+      });
     });
     await expect(getWithContextCache('unawaited', 1, fail)).rejects.toThrow('db down');
     await new Promise((resolve) => setImmediate(resolve));
