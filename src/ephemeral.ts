@@ -163,16 +163,21 @@ const WARNED_EXPIRED = 8;
  * What a request cache holds and counts, made on its first lookup or write: a request
  * that never looks anything up (a health check, a static file) only pays for the
  * `Cache` itself. `end()` drops the entries and keeps the counts.
+ *
+ * Primitive keys: the group looked up last is kept in `lastGroup` / `lastMap`, where
+ * the hit path reads it without a map lookup. Most requests use one or two groups, so
+ * the first group lives only there; the `primitives` map of every group is made when a
+ * second group arrives (and then holds the last group too).
  */
 class Contents implements CacheStats {
+  /** The group looked up last and its primitive-key map (a group's map never changes). */
+  lastGroup: string | undefined = undefined;
+  lastMap: Map<unknown, Entry> | undefined = undefined;
   primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   head: Entry | undefined = undefined;
   tail: Entry | undefined = undefined;
   size = 0;
-  /** The primitive-key map of the group looked up last (a group's map never changes). */
-  lastGroup: string | undefined = undefined;
-  lastMap: Map<unknown, Entry> | undefined = undefined;
   hits = 0;
   joins = 0;
   misses = 0;
@@ -183,7 +188,7 @@ class Contents implements CacheStats {
 
   /**
    * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
-   * to come in runs of one group, so the last primitive group's map is remembered.
+   * to come in runs of one group, so a primitive group found becomes the last group.
    */
   mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
     if (composite) return this.composites?.get(group);
@@ -196,15 +201,51 @@ class Contents implements CacheStats {
     return map;
   }
 
+  /** The primitive-key map of `group`, made on first use; it becomes the last group. */
+  primitiveMap(group: string): Map<unknown, Entry> {
+    const found = this.mapOf(group, false);
+    if (found !== undefined) return found;
+    const map = new Map<unknown, Entry>();
+    const last = this.lastGroup;
+    if (last !== undefined) {
+      let groups = this.primitives;
+      if (groups === undefined) {
+        // A second group: from now on every group is in `primitives`.
+        groups = new Map();
+        groups.set(last, this.lastMap as Map<unknown, Entry>);
+        this.primitives = groups;
+      }
+      groups.set(group, map);
+    }
+    this.lastGroup = group;
+    this.lastMap = map;
+    return map;
+  }
+
+  /** The composite-key map of `group`, made on first use. */
+  compositeMap(group: string): Map<unknown, Entry> {
+    let groups = this.composites;
+    if (groups === undefined) {
+      groups = new Map();
+      this.composites = groups;
+    }
+    let map = groups.get(group);
+    if (map === undefined) {
+      map = new Map();
+      groups.set(group, map);
+    }
+    return map;
+  }
+
   /** Drop every entry; the counts stay. */
   clear(): void {
+    this.lastGroup = undefined;
+    this.lastMap = undefined;
     this.primitives = undefined;
     this.composites = undefined;
     this.head = undefined;
     this.tail = undefined;
     this.size = 0;
-    this.lastGroup = undefined;
-    this.lastMap = undefined;
   }
 }
 
@@ -393,13 +434,54 @@ export class Cache implements EphemeralCache, ScopeState {
     return this.contents?.mapOf(group, composite);
   }
 
-  /** The async lookup behind `getWithContextCache`. */
+  /**
+   * The async lookup behind `getWithContextCache`. The hit path comes first and checks
+   * only what a hit needs: a primitive key found in the map of the group looked up last
+   * was validated when it was stored, and that group's name is a valid group, so only
+   * the loader (which a hit does not call) is checked. Anything else takes `fetchAny`.
+   */
   fetch(
     group: string,
     key: CacheKey,
     loader: Loader,
     cut: StackCut,
     thisArg?: unknown,
+  ): Promise<unknown> {
+    const contents = this.contents;
+    if (
+      contents !== undefined &&
+      group === contents.lastGroup &&
+      typeof key !== 'object' &&
+      typeof loader === 'function'
+    ) {
+      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+      if (entry !== undefined && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+        if (entry.settled) {
+          contents.hits++;
+          const promise = entry.promise;
+          return promise !== undefined ? promise : this.promiseOf(entry);
+        }
+        contents.joins++;
+        return entry.promise as Promise<unknown>;
+      }
+    }
+    return this.fetchAny(group, key, loader, cut, thisArg);
+  }
+
+  /** The promise of a value set synchronously, made on its first async hit. */
+  private promiseOf(entry: Entry): Promise<unknown> {
+    const promise = Promise.resolve(entry.value);
+    entry.promise = promise;
+    return promise;
+  }
+
+  /** Every async lookup the hit path of `fetch` does not answer. */
+  private fetchAny(
+    group: string,
+    key: CacheKey,
+    loader: Loader,
+    cut: StackCut,
+    thisArg: unknown,
   ): Promise<unknown> {
     checkGroup('getWithContextCache', group);
     checkLoader('getWithContextCache', loader);
@@ -413,8 +495,8 @@ export class Cache implements EphemeralCache, ScopeState {
       if (entry !== undefined) {
         if (entry.settled) {
           contents.hits++;
-          if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
-          return entry.promise;
+          const promise = entry.promise;
+          return promise !== undefined ? promise : this.promiseOf(entry);
         }
         contents.joins++;
         return entry.promise as Promise<unknown>;
@@ -594,8 +676,26 @@ export class Cache implements EphemeralCache, ScopeState {
     if (!this.ended) this.hold().batches++;
   }
 
-  /** The sync lookup behind `getWithContextCacheSync`. */
+  /** The sync lookup behind `getWithContextCacheSync`; its hit path is `fetch`'s. */
   fetchSync(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
+    const contents = this.contents;
+    if (
+      contents !== undefined &&
+      group === contents.lastGroup &&
+      typeof key !== 'object' &&
+      typeof loader === 'function'
+    ) {
+      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+      if (entry?.settled && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+        contents.hits++;
+        return entry.value;
+      }
+    }
+    return this.fetchSyncAny(group, key, loader, cut);
+  }
+
+  /** Every sync lookup the hit path of `fetchSync` does not answer. */
+  private fetchSyncAny(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
     const fn = 'getWithContextCacheSync';
     checkGroup(fn, group);
     checkLoader(fn, loader);
@@ -704,18 +804,7 @@ export class Cache implements EphemeralCache, ScopeState {
   /** The map of `group`, made (with what holds it) on first use. */
   private groupMap(group: string, composite: boolean): Map<unknown, Entry> {
     const contents = this.hold();
-    let groups = composite ? contents.composites : contents.primitives;
-    if (groups === undefined) {
-      groups = new Map();
-      if (composite) contents.composites = groups;
-      else contents.primitives = groups;
-    }
-    let map = groups.get(group);
-    if (map === undefined) {
-      map = new Map();
-      groups.set(group, map);
-    }
-    return map;
+    return composite ? contents.compositeMap(group) : contents.primitiveMap(group);
   }
 
   private replace(entry: Entry, value: unknown): void {
