@@ -37,6 +37,8 @@ export interface CacheStats {
   errors: number;
   /** Entries dropped because the cache held `maxEntries`. */
   evictions: number;
+  /** Calls to a `contextBatched` batch function. */
+  batches: number;
 }
 
 /**
@@ -77,8 +79,13 @@ export interface CacheOptions {
 type Loader = (key: never, ctx: LoaderContext) => unknown;
 type SyncLoader = (key: never) => unknown;
 
+/** A request-cache entry, as `contextBatched` holds it (opaque outside this module). */
+export interface BatchedEntry {
+  readonly key: unknown;
+}
+
 /** One cached value or load in flight, linked in insertion order for eviction. */
-class Entry {
+class Entry implements BatchedEntry {
   /** Whether `value` holds the result (a pending load has only `promise`). */
   settled: boolean;
   value: unknown;
@@ -177,6 +184,7 @@ class Contents implements CacheStats {
   loads = 0;
   errors = 0;
   evictions = 0;
+  batches = 0;
 
   /**
    * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
@@ -264,6 +272,14 @@ export class Cache implements EphemeralCache, ScopeState {
    * also clears. Both `undefined` for a request's cache.
    */
   transaction: unknown = undefined;
+  /**
+   * Entries removed so far (dropped, failed, evicted). A pending batch compares it with
+   * its value when the batch opened: unchanged, every key it queued still has its entry,
+   * so an entry lookup alone tells whether a key is queued already.
+   */
+  removals = 0;
+  /** The group map of the last `findBatched` miss, for the `pendBatched` right after it. */
+  private missedMap: Map<unknown, Entry> | undefined = undefined;
   outer: Cache | undefined = undefined;
 
   constructor(
@@ -330,7 +346,9 @@ export class Cache implements EphemeralCache, ScopeState {
 
   stats(): CacheStats {
     const c = this.contents;
-    if (c === undefined) return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0 };
+    if (c === undefined) {
+      return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0, batches: 0 };
+    }
     return {
       hits: c.hits,
       joins: c.joins,
@@ -338,6 +356,7 @@ export class Cache implements EphemeralCache, ScopeState {
       loads: c.loads,
       errors: c.errors,
       evictions: c.evictions,
+      batches: c.batches,
     };
   }
 
@@ -566,6 +585,97 @@ export class Cache implements EphemeralCache, ScopeState {
     return promise;
   }
 
+  // --- contextBatched (batch.ts) --------------------------------------------------
+
+  /**
+   * A batched getter's lookup of `key` (its map key `mapKey`, already checked): the
+   * promise of a settled value (a hit) or of a load in flight (a join), `undefined` on a
+   * miss, counted as a miss and a load (the caller queues the key and then calls
+   * `pendBatched`), or `null` when the cache no longer serves (the miss and the load are
+   * counted while it has not ended; nothing will be stored).
+   */
+  findBatched(
+    fn: string,
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    cut: StackCut,
+  ): Promise<unknown> | undefined | null {
+    if (!this.serving(fn, cut)) {
+      if (!this.ended) {
+        const counts = this.hold();
+        counts.misses++;
+        counts.loads++;
+      }
+      return null;
+    }
+    const contents = this.hold();
+    const map = contents.mapOf(group, composite);
+    const entry = map?.get(mapKey);
+    if (entry !== undefined) {
+      if (entry.settled) {
+        contents.hits++;
+        if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
+        return entry.promise;
+      }
+      contents.joins++;
+      return entry.promise as Promise<unknown>;
+    }
+    contents.misses++;
+    contents.loads++;
+    this.missedMap = map;
+    return undefined;
+  }
+
+  /**
+   * Store the pending load of a key queued for a batch (after `findBatched` missed), so
+   * other lookups of `(group, key)` join it. Returns its entry, or `undefined` if the
+   * cache has ended meanwhile.
+   */
+  pendBatched(
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    promise: Promise<unknown>,
+  ): BatchedEntry | undefined {
+    if (this.ended) return undefined;
+    // The map `findBatched` just missed in, if the group had one: nothing ran since, so
+    // the key is still absent and the entry goes straight in.
+    const found = this.missedMap;
+    this.missedMap = undefined;
+    if (found === undefined) {
+      const map = this.groupMap(group, composite);
+      const entry = new Entry(map, mapKey, false, undefined, promise);
+      this.insert(map, mapKey, entry);
+      return entry;
+    }
+    const entry = new Entry(found, mapKey, false, undefined, promise);
+    this.link(found, mapKey, entry);
+    return entry;
+  }
+
+  /** A batched key's value arrived: keep it, unless a set or remove replaced its load. */
+  settleBatched(entry: BatchedEntry, promise: Promise<unknown>, value: unknown): void {
+    const e = entry as Entry;
+    if (e.promise === promise) {
+      e.settled = true;
+      e.value = value;
+    }
+  }
+
+  /** A batched key failed: count it, and drop its entry so the next call loads again. */
+  failBatched(entry: BatchedEntry | undefined, promise: Promise<unknown> | undefined): void {
+    if (this.ended) return;
+    this.hold().errors++;
+    const e = entry as Entry | undefined;
+    if (e !== undefined && e.promise === promise) this.remove(e);
+  }
+
+  /** Count one call of a batch function. */
+  countBatch(): void {
+    if (!this.ended) this.hold().batches++;
+  }
+
   /** The sync lookup behind `getWithContextCacheSync`; its hit path is `fetch`'s. */
   fetchSync(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
     const contents = this.contents;
@@ -709,6 +819,11 @@ export class Cache implements EphemeralCache, ScopeState {
     // drop it, so every entry in a map is linked exactly once and eviction always ends.
     const previous = map.get(mapKey);
     if (previous !== undefined) this.remove(previous);
+    this.link(map, mapKey, entry);
+  }
+
+  /** Link `entry` in under `mapKey`, which `map` does not hold. */
+  private link(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
     const contents = this.contents as Contents;
     map.set(mapKey, entry);
     const tail = contents.tail;
@@ -730,6 +845,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.contents;
     if (contents === undefined || this.ended || entry.map.get(entry.key) !== entry) return;
     entry.map.delete(entry.key);
+    this.removals++;
     const { prev, next } = entry;
     if (prev === undefined) contents.head = next;
     else prev.next = next;

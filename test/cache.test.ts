@@ -54,6 +54,7 @@ describe('in-flight dedup', () => {
         loads: 1,
         errors: 0,
         evictions: 0,
+        batches: 0,
       });
     });
   });
@@ -494,10 +495,10 @@ describe('withCacheContext', () => {
     );
   });
 
-  it('stats() returns exactly the six counters', () => {
+  it('stats() returns exactly the seven counters', () => {
     withCacheContext(() => {
       expect(Object.keys(getContextCache()?.stats() ?? {}).sort()).toEqual(
-        ['errors', 'evictions', 'hits', 'joins', 'loads', 'misses'].sort(),
+        ['batches', 'errors', 'evictions', 'hits', 'joins', 'loads', 'misses'].sort(),
       );
     });
   });

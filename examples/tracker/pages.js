@@ -256,7 +256,7 @@ export function explainPanel({ mode, ms, sharedKind, replayed, rows }) {
     (row) => html`<tr class="${row.mode === mode ? 'current' : ''}" data-mode="${row.mode}">
   <td>${row.mode === mode ? html`<strong>${MODE_LABEL[row.mode]}</strong>` : html`<a href="${row.href}">${MODE_LABEL[row.mode]}</a>`}${row.mode === 'shared' ? html` <span class="muted">(${sharedKind})</span>` : ''}</td>
   <td class="num queries">${row.queries}</td>
-  ${row.stats ? [num(row.stats.hits), num(row.stats.joins), num(row.stats.misses), num(row.stats.loads)] : html`<td colspan="4" class="muted">nothing cached, nothing counted</td>`}
+  ${row.stats ? [num(row.stats.hits), num(row.stats.joins), num(row.stats.misses), num(row.stats.loads), num(row.stats.batches)] : html`<td colspan="5" class="muted">nothing cached, nothing counted</td>`}
   <td class="muted">${row.mode === mode ? `this response, ${ms.toFixed(1)} ms` : ''}</td>
 </tr>`,
   );
@@ -266,15 +266,16 @@ repositories, permissions and settings through helpers that know nothing of each
 one page asks for the same rows again and again. <code>context-cache</code> loads each one
 once per request. SQL queries this page takes:</p>
 <table class="modes">
-<thead><tr><th>rendered with</th><th class="num">SQL queries</th><th class="num">hits</th><th class="num">joins</th><th class="num">misses</th><th class="num">loads</th><th></th></tr></thead>
+<thead><tr><th>rendered with</th><th class="num">SQL queries</th><th class="num">hits</th><th class="num">joins</th><th class="num">misses</th><th class="num">loads</th><th class="num">batches</th><th></th></tr></thead>
 <tbody>${body}</tbody>
 </table>
 <p class="legend"><strong>hit</strong>: already loaded earlier in this request ·
 <strong>join</strong>: the same load was still running, so the call waited for it instead of
 starting another · <strong>miss</strong>: not in this request's cache yet ·
-<strong>load</strong>: a loader ran (one per miss): a SQL query, or with the shared tier a
-read of users and settings that other requests already loaded (kept 60 s), and SQL only
-when it is not there.</p>
+<strong>load</strong>: a key loaded (one per miss): with the shared tier, users and settings
+that other requests already loaded (kept 60 s) come from there without SQL ·
+<strong>batch</strong>: one SQL query for the users, repositories or permissions that the
+page asked for in the same turn.</p>
 <p class="how muted">How it is counted: the server rendered this page three times, one after
 the other, each with its own query counter and a cache of its own; you see the first
 (in bold), the other two were only counted.${replayed ? ' This response also made the write; the other two rows render the page after it.' : ''}</p>

@@ -1,8 +1,10 @@
-// Repository getters. Each is wrapped with contextCached: within one request, a user,
-// a repository, a permission or a setting is loaded once, however many code paths ask
-// for it. Users and settings also sit in a shared tier (shared.js) behind the request
+// Repository getters. Each is wrapped with contextCached or contextBatched: within one
+// request, a user, a repository, a permission or a setting is loaded once, however many
+// code paths ask for it. Users, repositories and permissions are batched: the 50 rows of
+// the issue list ask for them in the same turn, and each getter answers them all with
+// one query. Users and settings also sit in a shared tier (shared.js) behind the request
 // cache, as Gitea does for its settings: request cache, then the shared cache, then SQL.
-import { contextCached, getContextCache } from 'context-cache';
+import { contextBatched, contextCached, getContextCache } from 'context-cache';
 import { currentMode } from './metrics.js';
 import { shared } from './shared.js';
 
@@ -29,6 +31,13 @@ function db() {
 }
 
 /**
+ * @template {import('context-cache').CacheKey} K
+ * @template T
+ * @typedef {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>,
+ *   prime(key: K, value: T): void, many?: (keys: readonly K[]) => Promise<T[]> }} Getter
+ */
+
+/**
  * The demo renders each page in three modes to compare them (see `Mode` in metrics.js).
  * With no request cache (mode 'none', and background jobs, which have none either) a
  * getter reads SQL directly, skipping the shared tier too, so the count shows what an
@@ -36,14 +45,16 @@ function db() {
  * and loader without the shared tier: the request cache alone.
  * @template {import('context-cache').CacheKey} K
  * @template T
- * @param {string} group
- * @param {(key: K) => Promise<T>} load
+ * @param {(options: { shared?: import('context-cache').SharedCache<T> }) => Getter<K, T>} make
+ *   makes the getter (`contextCached` or `contextBatched`, always with the same loader),
+ *   with or without the shared tier
+ * @param {(key: K) => Promise<T>} load one key straight from SQL
  * @param {import('context-cache').SharedCache<T>} [sharedTier]
- * @returns {import('context-cache').ContextCachedFunction<K, T>}
+ * @returns {Getter<K, T>}
  */
-function demoGetter(group, load, sharedTier) {
-  const requestOnly = contextCached(group, load);
-  const cached = sharedTier ? contextCached(group, load, { shared: sharedTier }) : requestOnly;
+function demoGetter(make, load, sharedTier) {
+  const requestOnly = make({});
+  const cached = sharedTier ? make({ shared: sharedTier }) : requestOnly;
   /** @param {K} key */
   const get = (key) => {
     if (getContextCache() === undefined) return load(key);
@@ -51,6 +62,7 @@ function demoGetter(group, load, sharedTier) {
   };
   get.invalidate = cached.invalidate;
   get.prime = cached.prime;
+  if (cached.many) get.many = cached.many;
   return get;
 }
 
@@ -99,20 +111,92 @@ async function loadSetting(name) {
   return row ? row.value : null;
 }
 
-/** A user by id, or null. Request cache, then the shared tier, then SQL. */
-export const getUserById = demoGetter('user', loadUser, shared);
+/** @param {readonly number[]} ids @returns {Promise<Map<number, User>>} */
+async function loadUsers(ids) {
+  const rows = await db().query(
+    'SELECT id, login, name, created_at FROM users WHERE id = ANY($1)',
+    [ids],
+  );
+  return new Map(rows.map((row) => [row.id, toUser(row)]));
+}
 
-/** A repository by id, or null. Request cache, then SQL. */
-export const getRepoById = demoGetter('repo', loadRepo);
+/** @param {readonly number[]} ids @returns {Promise<Map<number, Repo>>} */
+async function loadRepos(ids) {
+  const rows = await db().query(
+    'SELECT id, owner_id, name, description FROM repos WHERE id = ANY($1)',
+    [ids],
+  );
+  return new Map(
+    rows.map((row) => [
+      row.id,
+      { id: row.id, ownerId: row.owner_id, name: row.name, description: row.description },
+    ]),
+  );
+}
+
+/**
+ * @param {readonly (readonly [number, number])[]} keys `[userId, repoId]` pairs
+ * @returns {Promise<Permission[]>}
+ */
+async function loadPermissions(keys) {
+  const repos = await getRepoById.many(keys.map(([, repoId]) => repoId));
+  const rows = await db().query(
+    `SELECT p.user_id, p.repo_id, p.level FROM permissions p
+     JOIN unnest($1::int[], $2::int[]) AS k(user_id, repo_id)
+       ON p.user_id = k.user_id AND p.repo_id = k.repo_id`,
+    [keys.map(([userId]) => userId), keys.map(([, repoId]) => repoId)],
+  );
+  const levels = new Map(rows.map((row) => [`${row.user_id}:${row.repo_id}`, row.level]));
+  return keys.map(([userId, repoId], i) => {
+    if (repos[i]?.ownerId === userId) return 'owner';
+    // Every repository is public: anyone can read, collaborators can write.
+    return levels.get(`${userId}:${repoId}`) === 'write' ? 'write' : 'read';
+  });
+}
+
+/** @param {readonly number[]} ids */
+const batchUsers = async (ids) => {
+  const found = await loadUsers(ids);
+  return ids.map((id) => found.get(id) ?? null);
+};
+
+/**
+ * A user by id, or null. Request cache, then the shared tier, then SQL; the ids asked
+ * for in one turn load with one query.
+ */
+export const getUserById = demoGetter(
+  (options) => contextBatched('user', batchUsers, options),
+  loadUser,
+  shared,
+);
+
+/** @param {readonly number[]} ids */
+const batchRepos = async (ids) => {
+  const found = await loadRepos(ids);
+  return ids.map((id) => found.get(id) ?? null);
+};
+
+/** A repository by id, or null. Request cache, then SQL, batched. */
+export const getRepoById = demoGetter(
+  (options) => contextBatched('repo', batchRepos, options),
+  loadRepo,
+);
 
 /**
  * What a user may do in a repository: 'owner', 'write' or 'read'. The key is composite,
- * `[userId, repoId]`, compared by value.
+ * `[userId, repoId]`, compared by value; the pairs asked for in one turn load together.
  */
-export const getPermission = demoGetter('permission', loadPermission);
+export const getPermission = demoGetter(
+  (options) => contextBatched('permission', loadPermissions, options),
+  loadPermission,
+);
 
 /** A setting's value, or null. Request cache, then the shared tier, then SQL. */
-export const getSetting = demoGetter('setting', loadSetting, shared);
+export const getSetting = demoGetter(
+  (options) => contextCached('setting', loadSetting, options),
+  loadSetting,
+  shared,
+);
 
 /**
  * Rename a user, then invalidate the cached user in every tier, so the rest of this

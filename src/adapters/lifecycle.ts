@@ -20,7 +20,7 @@ export interface AdapterOptions<Req> {
   /** At most this many entries per request; past it the oldest are evicted (default 10,000). */
   maxEntries?: number;
   /**
-   * Append `context-cache;desc="hits=H joins=J misses=M loads=L"` to the response's
+   * Append `context-cache;desc="hits=H joins=J misses=M loads=L batches=B"` to the response's
    * `Server-Timing` header, with the counts at the moment headers are written.
    * Off by default: the counts tell a visitor something about the server.
    */
@@ -225,5 +225,5 @@ function abortReason(message: string): Error {
 
 /** The `Server-Timing` entry for `stats`. */
 export function serverTimingEntry(stats: CacheStats): string {
-  return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}"`;
+  return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads} batches=${stats.batches}"`;
 }

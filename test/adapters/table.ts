@@ -602,11 +602,11 @@ export function adapterTable(driver: Driver): void {
       const on = await start({ options: { serverTiming: true }, routes });
       const timed = await send(on.port, '/timed');
       expect(timed.headers['server-timing']).toBe(
-        'context-cache;desc="hits=1 joins=0 misses=1 loads=1"',
+        'context-cache;desc="hits=1 joins=0 misses=1 loads=1 batches=0"',
       );
       const withDb = await send(on.port, '/timed-db');
       expect(withDb.headers['server-timing']).toBe(
-        'db;dur=12, context-cache;desc="hits=0 joins=0 misses=1 loads=1"',
+        'db;dur=12, context-cache;desc="hits=0 joins=0 misses=1 loads=1 batches=0"',
       );
       const off = await start({ options: { serverTiming: false }, routes });
       expect((await send(off.port, '/timed')).headers['server-timing']).toBeUndefined();

@@ -104,7 +104,8 @@ const suite = () => {
       'hit: already loaded earlier in this request',
       'join: the same load was still running',
       'miss: not in this request',
-      'load: a loader ran',
+      'load: a key loaded',
+      'batch: one SQL query',
       'rendered this page three times',
     ])
       expect(text).toContain(phrase);

@@ -122,8 +122,8 @@ function panelRows(page: string) {
       const cells = [...(m[3] ?? '').matchAll(/<td class="num[^"]*">(\d+)<\/td>/g)].map((c) =>
         Number(c[1]),
       );
-      const [queries, hits, joins, misses, loads] = cells;
-      return [m[2], { current: m[1] === 'current', queries, hits, joins, misses, loads }];
+      const [queries, hits, joins, misses, loads, batches] = cells;
+      return [m[2], { current: m[1] === 'current', queries, hits, joins, misses, loads, batches }];
     }),
   );
 }
@@ -164,6 +164,9 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     expect(cached.cache).toMatch(/^hits=\d+ joins=\d+ misses=\d+ loads=\d+$/);
     expect(uncached.queries).toBeGreaterThan(300); // 50 rows × several getters each
     expect(cached.queries * 3).toBeLessThan(uncached.queries);
+    // Batched getters: the rows' users, repositories and permissions load with one query
+    // per getter and turn (a dozen in all on a cold first page), not one per row.
+    expect(cached.queries).toBeLessThanOrEqual(15);
     // The panel shows the same page's counts in the three modes, the same as the
     // headers, and marks the mode of this response.
     const counts = byMode(cached.headers);
@@ -177,7 +180,15 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     expect(withoutPanel(requestOnly.body)).toBe(withoutPanel(cached.body));
     const [hits, joins, misses, loads] = (cached.cache?.match(/\d+/g) ?? []).map(Number);
     expect(panelRows(cached.body)).toEqual({
-      shared: { current: true, queries: counts.shared, hits, joins, misses, loads },
+      shared: {
+        current: true,
+        queries: counts.shared,
+        hits,
+        joins,
+        misses,
+        loads,
+        batches: expect.any(Number),
+      },
       request: expect.objectContaining({ current: false, queries: counts.request }),
       none: {
         current: false,
@@ -186,6 +197,7 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
         joins: undefined,
         misses: undefined,
         loads: undefined,
+        batches: undefined,
       },
     });
     expect(panelRows(uncached.body).none?.current).toBe(true);
@@ -194,7 +206,7 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
       `request cache + shared tier</strong> <span class="muted">(${sharedKind})`,
     );
     // It says what the counts mean and how they were measured.
-    for (const term of ['hit', 'join', 'miss', 'load'])
+    for (const term of ['hit', 'join', 'miss', 'load', 'batch'])
       expect(cached.body).toContain(`<strong>${term}</strong>: `);
     expect(cached.body).toContain('rendered this page three times');
     // Once the shared tier holds this page's users and settings, it saves more queries.
