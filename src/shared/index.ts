@@ -14,6 +14,7 @@ import { detach } from '../background.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { describe, warn } from '../warnings.js';
+import { defaultSerializer, NOT_SERIALIZABLE, type Serializer } from './serializer.js';
 import {
   GROUP_VIEW,
   type SharedCache,
@@ -23,11 +24,7 @@ import {
   type StoreValue,
 } from './types.js';
 
-/** Turns the value envelope into what the store keeps, and back. */
-export interface Serializer {
-  encode(value: unknown): StoreValue;
-  decode(raw: StoreValue): unknown;
-}
+export type { Serializer } from './serializer.js';
 
 /** What `onError` learns about the failed operation that started an outage. */
 export interface SharedErrorInfo {
@@ -53,7 +50,12 @@ export interface SharedCacheOptions {
   ttl: number;
   /** Prefix of every key, used verbatim and followed by `:`. */
   namespace: string;
-  /** How values are encoded (default: JSON). It receives and returns the value envelope. */
+  /**
+   * How values are encoded. It receives and returns the value envelope (an object that
+   * holds the value). Default: MessagePack, which round-trips plain objects and arrays,
+   * `Date`, `Map`, `Set`, `BigInt`, `undefined`, typed arrays and `Buffer`, and refuses
+   * (throws for) anything else, such as a class instance.
+   */
   serializer?: Serializer;
   /** A store read slower than this many ms is a miss (and a fault). Default 250. */
   readTimeout?: number;
@@ -90,16 +92,17 @@ class StoreTimeoutError extends Error {
   readonly code = 'CONTEXT_CACHE_STORE_TIMEOUT';
 }
 
+/** The serializer could not encode a value (the default one refuses what would not round-trip). */
+class SerializeError extends TypeError {
+  override readonly name = 'TypeError';
+  readonly code = NOT_SERIALIZABLE;
+}
+
 /** The error a shared load's signal aborts with when every caller waiting for it has gone. */
 class AbandonedError extends Error {
   override readonly name = 'AbortError';
   readonly code = 'CONTEXT_CACHE_LOAD_ABANDONED';
 }
-
-const JSON_SERIALIZER: Serializer = {
-  encode: (value) => JSON.stringify(value),
-  decode: (raw) => JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8')),
-};
 
 /** Marks an envelope, so a foreign or damaged value never passes for one. */
 const MARK = 'cc';
@@ -123,6 +126,8 @@ const NEVER_ABORTED = new AbortController().signal;
 
 interface Flight<V> {
   readonly key: string;
+  /** The `contextCached` group of the key, if any: warnings are once per group. */
+  readonly group: string | undefined;
   readonly controller: AbortController;
   promise: Promise<V>;
   waiters: number;
@@ -282,7 +287,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   const store = options.store;
   const prefix = `${options.namespace}:`;
   const defaultTtl = options.ttl;
-  const serializer = options.serializer ?? JSON_SERIALIZER;
+  const serializer = options.serializer ?? defaultSerializer;
   const readTimeout = options.readTimeout ?? DEFAULT_READ_TIMEOUT;
   const writeTimeout = options.writeTimeout ?? DEFAULT_WRITE_TIMEOUT;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
@@ -298,6 +303,8 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   /** Operations numbered up to this one started before the last recovery. */
   let recoveredAt = 0;
   let warnedNotStored = false;
+  /** Groups (`''` for keys outside any group) already warned of a value that cannot be encoded. */
+  const warnedGroups = new Set<string>();
   let closing: Promise<void> | undefined;
 
   // --- outages -------------------------------------------------------------------
@@ -464,13 +471,33 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
+  /** Once per group: a loaded value the serializer refused was returned, not stored. */
+  function notSerializable(key: string, group: string | undefined, err: SerializeError): void {
+    if (warnedGroups.has(group ?? '')) return;
+    warnedGroups.add(group ?? '');
+    const which = group === undefined ? 'A loaded value' : `A value loaded for group "${group}"`;
+    warn(
+      `${which} was not stored in the shared cache ("${key}"): ${err.message}. It was returned ` +
+        'all the same, and is loaded again on every miss. Return plain data (objects, arrays, ' +
+        'Date, Map, Set, BigInt, typed arrays, Buffer), or pass createSharedCache() a serializer ' +
+        `option that handles it. Later values of ${group === undefined ? 'keys outside any group' : 'this group'} are not reported.`,
+      NOT_SERIALIZABLE,
+      createSharedCache,
+    );
+  }
+
   /** Encode for storage: the encoded value, or the reason it cannot be stored. */
   function encode(value: unknown): StoreValue | Error {
     let encoded: StoreValue;
     try {
       encoded = serializer.encode(envelope(value));
     } catch (err) {
-      return toError(err);
+      return new SerializeError(
+        serializer === defaultSerializer
+          ? toError(err).message
+          : `the serializer option's encode() threw: ${toError(err).message}`,
+        { cause: err },
+      );
     }
     if (typeof encoded !== 'string' && !Buffer.isBuffer(encoded)) {
       return new TypeError(
@@ -542,6 +569,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function writeBack(flight: Flight<V>, value: V, ttl: number, lockName?: string, token?: string) {
     const encoded = encode(value);
+    if (encoded instanceof SerializeError) {
+      notSerializable(flight.key, flight.group, encoded);
+      if (lockName !== undefined && token !== undefined) release(lockName, token);
+      return Promise.resolve();
+    }
     if (encoded instanceof Error) {
       notStored(flight.key, encoded.message);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
@@ -600,6 +632,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function start(
     fullKey: string,
+    group: string | undefined,
     key: CacheKey,
     loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
     ttl: number,
@@ -607,6 +640,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const controller = new AbortController();
     const flight: Flight<V> = {
       key: fullKey,
+      group,
       controller,
       promise: undefined as never,
       waiters: 0,
@@ -680,6 +714,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function getOrLoad(
     fullKey: string,
+    group: string | undefined,
     key: CacheKey,
     loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
     ttl: number,
@@ -696,7 +731,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     }
     const local = peek(fullKey);
     if (local !== MISS) return Promise.resolve(local as V);
-    return join(flights.get(fullKey) ?? start(fullKey, key, loader, ttl), signal);
+    return join(flights.get(fullKey) ?? start(fullKey, group, key, loader, ttl), signal);
   }
 
   // --- writes --------------------------------------------------------------------
@@ -741,7 +776,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         const fullKey = groupPrefix + encodeKey('contextCached', key);
         checkLoader('contextCached', loader);
         const ttl = checkSetOptions('contextCached', opts) ?? defaultTtl;
-        return getOrLoad(fullKey, key, loader, ttl);
+        return getOrLoad(fullKey, group, key, loader, ttl);
       },
       delete(key) {
         return remove('invalidate', groupPrefix + encodeKey('invalidate', key));
@@ -756,7 +791,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       const fullKey = prefix + encodeKey('getOrLoad', key);
       checkLoader('getOrLoad', loader);
       const ttl = checkSetOptions('getOrLoad', opts) ?? defaultTtl;
-      return getOrLoad(fullKey, key, loader as never, ttl);
+      return getOrLoad(fullKey, undefined, key, loader as never, ttl);
     },
     get(key) {
       const fullKey = prefix + encodeKey('get', key);

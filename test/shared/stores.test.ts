@@ -8,6 +8,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
 import { redisStore, tieredStore } from '../../src/shared/redis.js';
+import { defaultSerializer } from '../../src/shared/serializer.js';
 import { GROUP_VIEW } from '../../src/shared/types.js';
 import { eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
@@ -199,7 +200,7 @@ describe('redisStore', () => {
     });
     await c.set('k', 1, { ttl: 5000 });
     const key = `my app:${encodeKey('test', 'k')}`;
-    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: 1 });
+    expect(defaultSerializer.decode((await admin.getBuffer(key))!)).toEqual({ cc: 1, v: 1 });
     const pttl = await admin.pttl(key);
     expect(pttl).toBeGreaterThan(0);
     expect(pttl).toBeLessThanOrEqual(5000);
@@ -233,10 +234,9 @@ describe('redisStore', () => {
     });
     await c.getOrLoad('k', () => 'loaded');
     await c.close();
-    expect(JSON.parse((await admin.get(`app:${encodeKey('test', 'k')}`))!)).toEqual({
-      cc: 1,
-      v: 'loaded',
-    });
+    expect(
+      defaultSerializer.decode((await admin.getBuffer(`app:${encodeKey('test', 'k')}`))!),
+    ).toEqual({ cc: 1, v: 'loaded' });
   });
 
   it('rejects bad options with a TypeError that says what to pass', () => {
