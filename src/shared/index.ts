@@ -14,7 +14,12 @@ import { detach } from '../background.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { describe, warn } from '../warnings.js';
-import { defaultSerializer, NOT_SERIALIZABLE, type Serializer } from './serializer.js';
+import {
+  defaultSerializer,
+  NOT_SERIALIZABLE,
+  NotSerializableError,
+  type Serializer,
+} from './serializer.js';
 import {
   GROUP_VIEW,
   type SharedCache,
@@ -493,9 +498,12 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       encoded = serializer.encode(envelope(value));
     } catch (err) {
       return new SerializeError(
-        serializer === defaultSerializer
-          ? toError(err).message
-          : `the serializer option's encode() threw: ${toError(err).message}`,
+        err instanceof NotSerializableError
+          ? // Where it sits in the value, not in the envelope around it (`.v`).
+            new NotSerializableError(err.type, err.path.replace(/^\.v/, '')).message
+          : serializer === defaultSerializer
+            ? toError(err).message
+            : `the serializer option's encode() threw: ${toError(err).message}`,
         { cause: err },
       );
     }
@@ -567,17 +575,23 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
-  function writeBack(flight: Flight<V>, value: V, ttl: number, lockName?: string, token?: string) {
+  function writeBack(
+    flight: Flight<V>,
+    value: V,
+    ttl: number,
+    lockName?: string,
+    token?: string,
+  ): Promise<unknown> | undefined {
     const encoded = encode(value);
     if (encoded instanceof SerializeError) {
       notSerializable(flight.key, flight.group, encoded);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
-      return Promise.resolve();
+      return undefined;
     }
     if (encoded instanceof Error) {
       notStored(flight.key, encoded.message);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
-      return Promise.resolve();
+      return undefined;
     }
     const task = detach(
       async () => {

@@ -43,8 +43,7 @@ export class NotSerializableError extends TypeError {
   readonly path: string;
   constructor(type: string, path: string) {
     super(
-      `the value holds ${/^[aeiou]/i.test(type) ? 'an' : 'a'} ${type}${path === '' ? '' : ` at ${path}`}, ` +
-        'which the default serializer cannot round-trip',
+      `the default serializer cannot round-trip ${path === '' ? `the value itself (${type})` : `the ${type} at ${path}`}`,
     );
     this.type = type;
     this.path = path;
