@@ -11,6 +11,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { detach } from '../background.js';
+import { now } from '../clock.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { describe, warn } from '../warnings.js';
@@ -28,6 +29,7 @@ import {
   type Store,
   type StoreValue,
 } from './types.js';
+import { frame, nextVersion, payloadOf } from './version.js';
 
 export type { Serializer } from './serializer.js';
 
@@ -91,6 +93,21 @@ export const STORE_DOWN = 'CONTEXT_CACHE_STORE_DOWN';
 /** Code of the warning, once per cache, for a loaded value that could not be stored. */
 export const NOT_STORED = 'CONTEXT_CACHE_NOT_STORED';
 
+/** First backoff window of an outage, in ms: store operations are skipped but one probe. */
+export const FIRST_BACKOFF = 1000;
+/** The window doubles after each failed probe up to this, in ms. */
+export const MAX_BACKOFF = 30_000;
+
+/**
+ * The error of a store operation that was not attempted: the store's client reports
+ * itself disconnected, or an outage's backoff window is open. `cause` is the client's
+ * own error (such as `ECONNREFUSED`) or the failure that started the outage.
+ */
+class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+  readonly code = 'CONTEXT_CACHE_STORE_UNAVAILABLE';
+}
+
 /** The error of a store operation cut at its time limit. */
 class StoreTimeoutError extends Error {
   override readonly name = 'StoreTimeoutError';
@@ -123,6 +140,8 @@ function byteLength(value: StoreValue): number {
   return typeof value === 'string' ? Buffer.byteLength(value) : value.byteLength;
 }
 
+function ignore(): void {}
+
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
@@ -133,6 +152,8 @@ interface Flight<V> {
   readonly key: string;
   /** The `contextCached` group of the key, if any: warnings are once per group. */
   readonly group: string | undefined;
+  /** When the load started: the version its value is stored with. */
+  readonly version: number;
   readonly controller: AbortController;
   promise: Promise<V>;
   waiters: number;
@@ -307,6 +328,15 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   let opCount = 0;
   /** Operations numbered up to this one started before the last recovery. */
   let recoveredAt = 0;
+  // The circuit breaker: during an outage, operations are skipped until `windowEnd`,
+  // then one probe is sent; a failed probe doubles the window (up to MAX_BACKOFF).
+  let backoff = FIRST_BACKOFF;
+  let windowEnd = 0;
+  let probing = false;
+  /** What failed first in this outage: the cause of the operations skipped meanwhile. */
+  let outageCause: Error | undefined;
+  /** The store's connection count when last seen connected: a larger one is a reconnection. */
+  let connections = 0;
   let warnedNotStored = false;
   /** Groups (`''` for keys outside any group) already warned of a value that cannot be encoded. */
   const warnedGroups = new Set<string>();
@@ -314,11 +344,22 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   // --- outages -------------------------------------------------------------------
 
-  function failed(err: Error, op: string, key: string, seq: number): void {
+  function failed(err: Error, op: string, key: string, seq: number, probe = false): void {
+    if (probe) {
+      probing = false;
+      if (down) {
+        backoff = Math.min(backoff * 2, MAX_BACKOFF);
+        windowEnd = now() + backoff;
+        return;
+      }
+    }
     // An operation that started before the last recovery belongs to the outage that
     // already ended: its late failure does not open a new one.
     if (down || seq <= recoveredAt) return;
     down = true;
+    outageCause = err;
+    backoff = FIRST_BACKOFF;
+    windowEnd = now() + backoff;
     try {
       if (onError !== undefined) onError(err, { op, key });
       else {
@@ -333,9 +374,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     }
   }
 
-  function succeeded(): void {
+  function succeeded(probe = false): void {
+    if (probe) probing = false;
     if (!down) return;
     down = false;
+    outageCause = undefined;
     recoveredAt = opCount;
     try {
       onRecover?.();
@@ -350,6 +393,33 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
    */
   function op<T>(name: string, key: string, limit: number, run: () => Promise<T>): Promise<T> {
     const seq = ++opCount;
+    // A client that says it is not connected is not waited on (nor its offline queue
+    // fed): the operation fails at once with the client's own cause.
+    const health = store.connection?.();
+    if (health instanceof Error) {
+      const err = new StoreUnavailableError(
+        `The shared store's client is not connected (${health.message}); ${name} "${key}" was not sent.`,
+        { cause: health },
+      );
+      failed(err, name, key, seq);
+      return Promise.reject(err);
+    }
+    let probe = false;
+    if (down) {
+      const reconnected = health !== undefined && health > connections;
+      if (!reconnected && (probing || now() < windowEnd)) {
+        return Promise.reject(
+          new StoreUnavailableError(
+            `The shared store is down (${outageCause?.message ?? 'unknown cause'}); ${name} "${key}" was not attempted.`,
+            { cause: outageCause },
+          ),
+        );
+      }
+      // The window is over, or the client is connected again: this operation probes.
+      probe = true;
+      probing = true;
+    }
+    if (health !== undefined) connections = health;
     return outsideScope(
       () =>
         new Promise<T>((resolve, reject) => {
@@ -360,7 +430,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
             const err = new StoreTimeoutError(
               `The shared store did not answer ${name} "${key}" within ${limit} ms.`,
             );
-            failed(err, name, key, seq);
+            failed(err, name, key, seq, probe);
             reject(err);
           };
           // Timers run before I/O in each turn of the event loop: after the process was
@@ -379,7 +449,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
               if (settled) return;
               settled = true;
               clearTimeout(timer);
-              succeeded();
+              succeeded(probe);
               resolve(value);
             },
             (err: unknown) => {
@@ -387,7 +457,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
               settled = true;
               clearTimeout(timer);
               const error = toError(err);
-              failed(error, name, key, seq);
+              failed(error, name, key, seq, probe);
               reject(error);
             },
           );
@@ -405,11 +475,14 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   // --- values --------------------------------------------------------------------
 
-  /** The value in `raw`, or `MISS` when it does not decode to an envelope. */
+  /** The value in `raw`, or `MISS` when it has no version header or does not decode. */
   function decode(raw: StoreValue): unknown {
+    // A value without a header was written before versions (or by someone else).
+    const payload = payloadOf(raw);
+    if (payload === undefined) return MISS;
     let data: unknown;
     try {
-      data = serializer.decode(raw);
+      data = serializer.decode(payload);
     } catch {
       return MISS;
     }
@@ -491,8 +564,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
-  /** Encode for storage: the encoded value, or the reason it cannot be stored. */
-  function encode(value: unknown): StoreValue | Error {
+  /**
+   * Encode for storage, behind the header of `version` (when the value's load started):
+   * the stored bytes, or the reason the value cannot be stored.
+   */
+  function encode(value: unknown, version: number): StoreValue | Error {
     let encoded: StoreValue;
     try {
       encoded = serializer.encode(envelope(value));
@@ -518,14 +594,15 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         `the encoded value is ${size} bytes, over maxValueBytes (${maxValueBytes}); raise maxValueBytes or cache less`,
       );
     }
-    return encoded;
+    return frame(version, encoded);
   }
 
   // --- loads ---------------------------------------------------------------------
 
   function lockKey(key: string): string {
-    // 'lock:' can never start an encoded key (they start with s, n, b, t, f, u, z or a).
-    return `${prefix}lock:${key.slice(prefix.length)}`;
+    // The entry's key plus a suffix: the same `{...}` hash tag, so the same Redis Cluster
+    // slot. Entry keys end with '}', so no entry is ever named like a lock.
+    return `${key}:lock`;
   }
 
   /**
@@ -582,7 +659,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     lockName?: string,
     token?: string,
   ): Promise<unknown> | undefined {
-    const encoded = encode(value);
+    const encoded = encode(value, flight.version);
     if (encoded instanceof SerializeError) {
       notSerializable(flight.key, flight.group, encoded);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
@@ -598,7 +675,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         try {
           // A set or delete of this key after the load started wins over the load.
           if (!flight.superseded) {
-            await op('set', flight.key, writeTimeout, () => store.set(flight.key, encoded, ttl));
+            // The store writes it only over nothing or an older load's value.
+            await op('set', flight.key, writeTimeout, () =>
+              store.set(flight.key, encoded, ttl, flight.version),
+            );
           }
         } finally {
           if (lockName !== undefined && token !== undefined) release(lockName, token);
@@ -655,6 +735,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const flight: Flight<V> = {
       key: fullKey,
       group,
+      version: nextVersion(),
       controller,
       promise: undefined as never,
       waiters: 0,
@@ -763,13 +844,17 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function set(fn: string, fullKey: string, value: V, ttl: number): Promise<void> {
     if (closing !== undefined) return Promise.reject(closedError(fn));
-    const encoded = encode(value);
+    // A set counts as a load that started now.
+    const version = nextVersion();
+    const encoded = encode(value, version);
     if (encoded instanceof Error) {
       encoded.message = `${fn}(): ${encoded.message} ("${fullKey}").`;
       return Promise.reject(encoded);
     }
     supersede(fullKey);
-    return op('set', fullKey, writeTimeout, () => store.set(fullKey, encoded, ttl));
+    return op('set', fullKey, writeTimeout, () => store.set(fullKey, encoded, ttl, version)).then(
+      ignore,
+    );
   }
 
   function remove(fn: string, fullKey: string): Promise<void> {
@@ -780,20 +865,28 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   // --- the cache -----------------------------------------------------------------
 
+  /**
+   * The store key of an entry: the namespace, then the encoded (group and) key inside a
+   * `{...}` hash tag, so on Redis Cluster the entry and its lock share one slot.
+   */
+  function entryKey(encoded: string): string {
+    return `${prefix}{${encoded}}`;
+  }
+
   function view(group: string): SharedGroupView<V> {
     checkGroup('contextCached', group);
     let found = views.get(group);
     if (found !== undefined) return found;
-    const groupPrefix = prefix + encodeKey('contextCached', group);
+    const groupPrefix = encodeKey('contextCached', group);
     found = {
       getOrLoad(key, loader, opts) {
-        const fullKey = groupPrefix + encodeKey('contextCached', key);
+        const fullKey = entryKey(groupPrefix + encodeKey('contextCached', key));
         checkLoader('contextCached', loader);
         const ttl = checkSetOptions('contextCached', opts) ?? defaultTtl;
         return getOrLoad(fullKey, group, key, loader, ttl);
       },
       delete(key) {
-        return remove('invalidate', groupPrefix + encodeKey('invalidate', key));
+        return remove('invalidate', entryKey(groupPrefix + encodeKey('invalidate', key)));
       },
     };
     views.set(group, found);
@@ -802,23 +895,23 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   return {
     getOrLoad(key, loader, opts) {
-      const fullKey = prefix + encodeKey('getOrLoad', key);
+      const fullKey = entryKey(encodeKey('getOrLoad', key));
       checkLoader('getOrLoad', loader);
       const ttl = checkSetOptions('getOrLoad', opts) ?? defaultTtl;
       return getOrLoad(fullKey, undefined, key, loader as never, ttl);
     },
     get(key) {
-      const fullKey = prefix + encodeKey('get', key);
+      const fullKey = entryKey(encodeKey('get', key));
       if (closing !== undefined) return Promise.resolve(undefined);
       return read(fullKey).then((value) => (value === MISS ? undefined : (value as V)));
     },
     set(key, value, opts) {
-      const fullKey = prefix + encodeKey('set', key);
+      const fullKey = entryKey(encodeKey('set', key));
       const ttl = checkSetOptions('set', opts) ?? defaultTtl;
       return set('set', fullKey, value, ttl);
     },
     delete(key) {
-      return remove('delete', prefix + encodeKey('delete', key));
+      return remove('delete', entryKey(encodeKey('delete', key)));
     },
     close() {
       closing ??= (async () => {

@@ -104,7 +104,7 @@ async function hitsAgain(cache: SharedCache<unknown>): Promise<void> {
     return 'after recovery';
   };
   expect(await cache.getOrLoad('after', load)).toBe('after recovery');
-  const key = `app:${encodeKey('test', 'after')}`;
+  const key = `app:{${encodeKey('test', 'after')}}`;
   await eventually(async () => (await admin.get(key)) !== null, 'the value reached Redis');
   const fresh = createSharedCache<unknown>({
     store: redisStore({ url: server.url }),
@@ -187,16 +187,19 @@ describe.each([
     const cache = makeCache(report);
     const loop = loadLoop(cache);
     await sleep(200);
-    const key = `app:${encodeKey('test', 3)}`;
-    await admin.set(key, '{"cc":1,"v":{"id":3,"na', 'PX', 60_000);
+    const key = `app:{${encodeKey('test', 3)}}`;
+    const header = `cc1:${String(Date.now() * 1000).padStart(16, '0')}:`;
+    await admin.set(key, `${header}{"cc":1,"v":{"id":3,"na`, 'PX', 60_000);
     await eventually(async () => {
       const raw = await admin.getBuffer(key);
-      return raw !== null && raw[0] !== '{'.charCodeAt(0);
+      return raw !== null && raw[header.length] === 0xc1;
     }, 'the value was rewritten');
-    expect(defaultSerializer.decode((await admin.getBuffer(key))!)).toEqual({
-      cc: 1,
-      v: userValue(3),
-    });
+    expect(defaultSerializer.decode((await admin.getBuffer(key))!.subarray(header.length))).toEqual(
+      {
+        cc: 1,
+        v: userValue(3),
+      },
+    );
     await sleep(100);
     await loop.stop();
     await cache.close();

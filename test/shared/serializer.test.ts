@@ -21,6 +21,7 @@ import {
   defaultSerializer,
   NotSerializableError,
 } from '../../src/shared/serializer.js';
+import { HEADER_BYTES } from '../../src/shared/version.js';
 import { eventually, noUnhandledRejections } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
@@ -205,7 +206,7 @@ describe('refused values', () => {
     expect(store.size).toBe(0);
     expect(seen).toEqual([
       [
-        `A value loaded for group "user" was not stored in the shared cache ("app:${encodeKey('t', 'user')}${encodeKey('t', 1)}"): ` +
+        `A value loaded for group "user" was not stored in the shared cache ("app:{${encodeKey('t', 'user')}${encodeKey('t', 1)}}"): ` +
           'the default serializer cannot round-trip the value itself (User instance). It was returned all the same, ' +
           'and is loaded again on every miss. Return plain data (objects, arrays, Date, Map, Set, BigInt, typed arrays, Buffer), ' +
           'or pass createSharedCache() a serializer option that handles it. Later values of this group are not reported.',
@@ -244,7 +245,7 @@ describe('refused values', () => {
     const value = { rows: [{ at: new Date(0) }, { owner: new User(1, 'a') }] };
     await expect(cache.set('k', value)).rejects.toThrow(TypeError);
     await expect(cache.set('k', value)).rejects.toThrow(
-      `set(): the default serializer cannot round-trip the User instance at .rows[1].owner ("app:${encodeKey('t', 'k')}").`,
+      `set(): the default serializer cannot round-trip the User instance at .rows[1].owner ("app:{${encodeKey('t', 'k')}}").`,
     );
     expect(store.size).toBe(0);
     expect(seen).toEqual([]);
@@ -317,10 +318,10 @@ describe('entries written by the JSON envelope of earlier releases', () => {
       ttl: 60_000,
       namespace: 'app',
     });
-    const key = `app:${encodeKey('t', 'user:1')}`;
+    const key = `app:{${encodeKey('t', 'user:1')}}`;
     // What a running instance of an earlier release wrote under live traffic.
     await admin.set(key, oldBytes({ id: 1, createdAt: '2026-01-01T00:00:00.000Z' }), 'PX', 60_000);
-    await admin.set(`app:${encodeKey('t', 'user:2')}`, oldBytes(null), 'PX', 60_000);
+    await admin.set(`app:{${encodeKey('t', 'user:2')}}`, oldBytes(null), 'PX', 60_000);
     expect(await cache.get('user:2')).toBeUndefined();
     let loads = 0;
     const fresh = { id: 1, createdAt: new Date(Date.UTC(2026, 0, 1)) };
@@ -332,9 +333,11 @@ describe('entries written by the JSON envelope of earlier releases', () => {
     expect(loads).toBe(1);
     await eventually(async () => {
       const raw = await admin.getBuffer(key);
-      return raw !== null && raw[0] === 0xc1;
+      return raw !== null && raw[HEADER_BYTES] === 0xc1;
     }, 'the value was rewritten in the new format');
-    expect(defaultSerializer.decode((await admin.getBuffer(key))!)).toStrictEqual({
+    expect(
+      defaultSerializer.decode((await admin.getBuffer(key))!.subarray(HEADER_BYTES)),
+    ).toStrictEqual({
       cc: 1,
       v: fresh,
     });
@@ -351,8 +354,8 @@ describe('entries written by the JSON envelope of earlier releases', () => {
   it('are a miss through memoryStore too (a custom store that kept strings)', async () => {
     const store = memoryStore({ max: 10 });
     const cache = createSharedCache<number>({ store, ttl: 60_000, namespace: 'app' });
-    await store.set(`app:${encodeKey('t', 'k')}`, oldBytes(1), 60_000);
-    await store.set(`app:${encodeKey('t', 'b')}`, Buffer.from(oldBytes(1)), 60_000);
+    await store.set(`app:{${encodeKey('t', 'k')}}`, oldBytes(1), 60_000);
+    await store.set(`app:{${encodeKey('t', 'b')}}`, Buffer.from(oldBytes(1)), 60_000);
     expect(await cache.getOrLoad('k', () => 2)).toBe(2);
     expect(await cache.getOrLoad('b', () => 3)).toBe(3);
     await eventually(

@@ -32,6 +32,12 @@ beforeEach(async () => {
 
 noUnhandledRejections();
 
+/** The envelope inside a stored value, after its 21-byte version header. */
+function envelopeIn(raw: Buffer): unknown {
+  expect(raw.toString('latin1', 0, 21)).toMatch(/^cc1:\d{16}:$/);
+  return defaultSerializer.decode(raw.subarray(21));
+}
+
 interface Kind {
   name: string;
   make(): Store;
@@ -143,7 +149,7 @@ describe.each(kinds)('$name', (kind) => {
 
   it('treats a value that does not decode as a miss, deletes it and loads again', async () => {
     const c = cache();
-    const full = `app:${encodeKey('test', 'k')}`;
+    const full = `app:{${encodeKey('test', 'k')}}`;
     await store.set(full, 'not an envelope {', 60_000);
     let loads = 0;
     expect(await c.getOrLoad('k', () => ++loads)).toBe(1);
@@ -155,6 +161,43 @@ describe.each(kinds)('$name', (kind) => {
       async () => (await store.get(full)) === undefined,
       'the bad value was deleted',
     );
+  });
+});
+
+describe.each(kinds)('$name keeps the newest load', (kind) => {
+  let store: Store;
+  beforeEach(() => {
+    store = kind.make();
+    return () => store.close();
+  });
+
+  it('reads a value from before versions (a bare JSON envelope) as a miss, and replaces it', async () => {
+    const c = createSharedCache<unknown>({ store, ttl: 60_000, namespace: 'app' });
+    const full = `app:{${encodeKey('test', 'old')}}`;
+    await store.set(full, JSON.stringify({ cc: 1, v: 'written by the old format' }), 60_000);
+    let loads = 0;
+    expect(await c.getOrLoad('old', () => `loaded ${++loads}`)).toBe('loaded 1');
+    await eventually(async () => (await c.get('old')) === 'loaded 1', 'the load replaced it');
+    await c.close();
+  });
+
+  it('writes a value only over nothing or over one whose load started earlier', async () => {
+    const older = 1_700_000_000_000_000;
+    const newer = older + 1;
+    const value = (version: number, text: string) =>
+      `cc1:${String(version).padStart(16, '0')}:${text}`;
+    expect(await store.set('k', value(newer, 'new'), 60_000, newer)).toBe(true);
+    expect(await store.set('k', value(older, 'old'), 60_000, older)).toBe(false);
+    expect(String(await store.get('k'))).toBe(value(newer, 'new'));
+    // The same version is not newer: the first one stays.
+    expect(await store.set('k', value(newer, 'again'), 60_000, newer)).toBe(false);
+    expect(await store.set('k', value(newer + 1, 'newest'), 60_000, newer + 1)).toBe(true);
+    expect(String(await store.get('k'))).toBe(value(newer + 1, 'newest'));
+    // Without a version (a direct call), the write is unconditional.
+    await store.set('k', 'plain', 60_000);
+    expect(String(await store.get('k'))).toBe('plain');
+    // A value without a header is older than any versioned one.
+    expect(await store.set('k', value(older, 'old'), 60_000, older)).toBe(true);
   });
 });
 
@@ -199,8 +242,8 @@ describe('redisStore', () => {
       namespace: 'my app',
     });
     await c.set('k', 1, { ttl: 5000 });
-    const key = `my app:${encodeKey('test', 'k')}`;
-    expect(defaultSerializer.decode((await admin.getBuffer(key))!)).toEqual({ cc: 1, v: 1 });
+    const key = `my app:{${encodeKey('test', 'k')}}`;
+    expect(envelopeIn((await admin.getBuffer(key))!)).toEqual({ cc: 1, v: 1 });
     const pttl = await admin.pttl(key);
     expect(pttl).toBeGreaterThan(0);
     expect(pttl).toBeLessThanOrEqual(5000);
@@ -234,9 +277,10 @@ describe('redisStore', () => {
     });
     await c.getOrLoad('k', () => 'loaded');
     await c.close();
-    expect(
-      defaultSerializer.decode((await admin.getBuffer(`app:${encodeKey('test', 'k')}`))!),
-    ).toEqual({ cc: 1, v: 'loaded' });
+    expect(envelopeIn((await admin.getBuffer(`app:{${encodeKey('test', 'k')}}`))!)).toEqual({
+      cc: 1,
+      v: 'loaded',
+    });
   });
 
   it('rejects bad options with a TypeError that says what to pass', () => {
