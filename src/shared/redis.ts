@@ -32,8 +32,22 @@ export interface RedisClient {
   evalsha?(sha: string, numkeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   publish(channel: string, message: string): Promise<number>;
   subscribe(...channels: string[]): Promise<unknown>;
-  /** `override`: options of the copy (ioredis), such as `{ enableOfflineQueue: true }`. */
-  duplicate(override?: Record<string, unknown>): RedisClient;
+  /** Sharded publish (Redis 7): used on a Redis Cluster whose servers have it. */
+  spublish?(channel: string, message: string): Promise<unknown>;
+  /** Sharded subscribe (Redis 7): used on a Redis Cluster whose servers have it. */
+  ssubscribe?(...channels: string[]): Promise<unknown>;
+  /** Any command: used when present to ask the server whether it has sharded pub/sub. */
+  call?(command: string, ...args: (string | number)[]): Promise<unknown>;
+  /**
+   * A copy of the client, for the invalidation subscriber. A Redis client takes
+   * `(options)`; an ioredis `Cluster` (`isCluster: true`) takes `(startupNodes, options)`.
+   */
+  duplicate(
+    overrideOrNodes?: Record<string, unknown> | readonly unknown[],
+    options?: Record<string, unknown>,
+  ): RedisClient;
+  /** `true` on an ioredis `Cluster`: the store then uses sharded pub/sub where it can. */
+  readonly isCluster?: boolean;
   on(event: string, listener: (...args: never[]) => void): unknown;
   /** Used when present to remove the store's listeners from a client it was given. */
   removeListener?(event: string, listener: () => void): unknown;
@@ -302,6 +316,26 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
   };
 }
 
+/**
+ * Whether invalidations should go through sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`):
+ * on a Redis Cluster whose servers have it (Redis 7+). A sharded message travels only
+ * within the shard that owns the channel's slot, where a classic one is copied to
+ * every node of the cluster.
+ */
+async function hasShardedPubSub(client: RedisClient, subscriber: RedisClient): Promise<boolean> {
+  if (
+    client.isCluster !== true ||
+    typeof client.call !== 'function' ||
+    typeof client.spublish !== 'function' ||
+    typeof subscriber.ssubscribe !== 'function'
+  ) {
+    return false;
+  }
+  // `[null]` from a server without the command, its description from one with it.
+  const info = await client.call('COMMAND', 'INFO', 'SPUBLISH');
+  return Array.isArray(info) && Array.isArray(info[0]);
+}
+
 function isMemoryStore(value: unknown): value is MemoryStore {
   if (typeof value !== 'object' || value === null) return false;
   const record = value as Record<string, unknown>;
@@ -378,11 +412,33 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   const instanceId = randomUUID();
   const message = (key: string): string => `${instanceId} ${key}`;
   // A client made here: it may wait for its first connection (even when L2's client
-  // no longer queues), never after.
-  const subscriber = client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
+  // no longer queues), never after. A Cluster's copy gets a subscriber per shard, so a
+  // sharded subscription is made on the node that owns the channel's slot.
+  const subscriber =
+    client.isCluster === true
+      ? client.duplicate([], { enableOfflineQueue: true, shardedSubscribers: true })
+      : client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
   queueUntilFirstReady(subscriber);
   subscriber.on('error', ignore);
-  subscriber.on('message', ((from: string, text: string) => {
+
+  // Decided once, by asking the server (again after a failed attempt): every instance on
+  // one cluster asks the same servers, so publishers and subscribers agree.
+  let shardedMode: Promise<boolean> | undefined;
+  const sharded = (): Promise<boolean> => {
+    shardedMode ??= hasShardedPubSub(client, subscriber).catch((err: unknown) => {
+      shardedMode = undefined;
+      throw err;
+    });
+    return shardedMode;
+  };
+  const listen = async (): Promise<unknown> =>
+    (await sharded()) ? subscriber.ssubscribe!(channel) : subscriber.subscribe(channel);
+  const publish = async (key: string): Promise<unknown> =>
+    (await sharded())
+      ? client.spublish!(channel, message(key))
+      : client.publish(channel, message(key));
+
+  const onMessage = ((from: string, text: string) => {
     if (from !== channel) return;
     let key = text;
     if (text.length > ID_LENGTH && text.charCodeAt(ID_LENGTH) === 32) {
@@ -393,7 +449,9 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
     // (A message without an id comes from an older version of this package: the key.)
     generation++;
     void l1.delete(key);
-  }) as (...args: never[]) => void);
+  }) as (...args: never[]) => void;
+  subscriber.on('message', onMessage);
+  subscriber.on('smessage', onMessage);
   const forgetAll = (): void => {
     generation++;
     l1.clear();
@@ -403,14 +461,14 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       forgetAll();
       // Subscribe again and clear once more when Redis confirms: invalidations sent
       // between the reconnection and the confirmation were not heard either.
-      subscriber.subscribe(channel).then(forgetAll, ignore);
+      listen().then(forgetAll, ignore);
     }
     connectedOnce = true;
   });
   subscriber.on('close', () => {
     generation++;
   });
-  const subscribed = subscriber.subscribe(channel).then(ignore);
+  const subscribed = listen().then(ignore);
   subscribed.catch(ignore);
   let closing: Promise<void> | undefined;
 
@@ -436,14 +494,14 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       // The writer keeps its value (write-through); others drop the key on the message,
       // which this instance ignores.
       await l1.set(key, value, Math.min(l1ttl, ttl), version);
-      await client.publish(channel, message(key));
+      await publish(key);
       return true;
     },
     async delete(key) {
       generation++;
       await l1.delete(key);
       await l2.delete(key);
-      await client.publish(channel, message(key));
+      await publish(key);
     },
     connection: () => l2.connection(),
     instanceId,
