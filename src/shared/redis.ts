@@ -48,7 +48,7 @@ export interface RedisClient {
   ): RedisClient;
   /** `true` on an ioredis `Cluster`: the store then uses sharded pub/sub where it can. */
   readonly isCluster?: boolean;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
   /** Used when present to remove the store's listeners from a client it was given. */
   removeListener?(event: string, listener: () => void): unknown;
   /** Used when present to count the client's own `error` listeners. */
@@ -249,7 +249,7 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
     }
   };
   client.on('ready', onReady);
-  client.on('error', onClientError as (...args: never[]) => void);
+  client.on('error', onClientError as (...args: unknown[]) => void);
 
   async function setIfNewer(key: string, value: StoreValue, px: number, version: number) {
     const args = [key, value, px, String(version)];
@@ -449,7 +449,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
     // (A message without an id comes from an older version of this package: the key.)
     generation++;
     void l1.delete(key);
-  }) as (...args: never[]) => void;
+  }) as (...args: unknown[]) => void;
   subscriber.on('message', onMessage);
   subscriber.on('smessage', onMessage);
   const forgetAll = (): void => {

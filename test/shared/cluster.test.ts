@@ -79,7 +79,7 @@ describe('redisStore({ client: Cluster })', () => {
 
   beforeEach(() => {
     cache = createSharedCache<unknown>({
-      store: redisStore({ client: connect() as unknown as RedisClient }),
+      store: redisStore({ client: connect() }),
       ttl: 60_000,
       namespace: 'app',
     });
@@ -126,7 +126,7 @@ describe('redisStore({ client: Cluster })', () => {
   });
 
   it('writes only over an older value, compared and set on the node that owns the key', async () => {
-    const store = redisStore({ client: connect() as unknown as RedisClient });
+    const store = redisStore({ client: connect() });
     const keys = ['k1', 'k2', 'k3', 'k4', 'k5', 'k6'].map(stored);
     const older = 1_700_000_000_000_000;
     for (const key of keys) {
@@ -146,7 +146,7 @@ describe('two instances on one Redis Cluster', () => {
   it('lets one instance load a cold key while the other waits for its value (lock)', async () => {
     const make = () =>
       createSharedCache<string>({
-        store: redisStore({ client: connect() as unknown as RedisClient }),
+        store: redisStore({ client: connect() }),
         ttl: 60_000,
         namespace: 'app',
         lock: { ttl: 5_000, wait: 5_000 },
@@ -175,12 +175,12 @@ describe('two instances on one Redis Cluster', () => {
 
   it('a later-started load wins over an earlier one, whatever order they finish in', async () => {
     const a = createSharedCache<string>({
-      store: redisStore({ client: connect() as unknown as RedisClient }),
+      store: redisStore({ client: connect() }),
       ttl: 60_000,
       namespace: 'app',
     });
     const b = createSharedCache<string>({
-      store: redisStore({ client: connect() as unknown as RedisClient }),
+      store: redisStore({ client: connect() }),
       ttl: 60_000,
       namespace: 'app',
     });
@@ -270,7 +270,7 @@ describe('tieredStore over a Redis Cluster', () => {
   }
 
   it('drops a key from the other instance’s L1 through sharded pub/sub', async () => {
-    const { a, b } = await twoInstances(() => connect() as unknown as RedisClient);
+    const { a, b } = await twoInstances(() => connect());
     try {
       expect(await subscribers()).toEqual({ sharded: 2, classic: 0 });
       await dropsStaleL1(a, b);
