@@ -185,8 +185,12 @@ describe('two instances on one Redis Cluster', () => {
       namespace: 'app',
     });
     const early = deferred<string>();
-    const first = a.getOrLoad('race', () => early.promise);
-    await sleep(5);
+    let started = false;
+    const first = a.getOrLoad('race', () => {
+      started = true;
+      return early.promise;
+    });
+    await eventually(async () => started, "A's load started");
     expect(await b.getOrLoad('race', () => 'started later')).toBe('started later');
     await eventually(
       async () => (await a.get('race')) === 'started later',

@@ -3,6 +3,10 @@
  * client we own and with one the store makes from a URL) and the tiered store.
  */
 
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
@@ -290,9 +294,50 @@ describe('redisStore', () => {
       ),
     );
     expect(() => redisStore({ client: 'redis://x' } as never)).toThrow(TypeError);
+    for (const url of [
+      'localhost:6379',
+      '127.0.0.1:6379',
+      'http://127.0.0.1:6379',
+      '/run/redis.sock',
+    ]) {
+      expect(() => redisStore({ url })).toThrow(
+        new TypeError(
+          "redisStore(): options.url must be a redis://, rediss:// or unix: URL, such as 'redis://127.0.0.1:6379' " +
+            `or 'unix:///run/redis.sock', got a string (${JSON.stringify(url)}).`,
+        ),
+      );
+    }
     expect(() =>
       tieredStore({ l1: memoryStore({ max: 10 }), l2: redisStore({ client: admin }) }),
     ).toThrow(/options\.l1 must be memoryStore\(\{ max, ttl \}\) with a ttl/);
+  });
+});
+
+describe('redisStore({ url }) over a unix socket', () => {
+  it('connects through a unix: URL', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'context-cache-unix-'));
+    const socket = join(dir, 'redis.sock');
+    const child = spawn(
+      'redis-server',
+      ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir],
+      { stdio: 'ignore' },
+    );
+    try {
+      await eventually(() => existsSync(socket), 'redis-server listens on its socket');
+      const c = createSharedCache<string>({
+        store: redisStore({ url: `unix://${socket}` }),
+        ttl: 60_000,
+        namespace: 'app',
+      });
+      await c.set('k', 'over a socket');
+      expect(await c.get('k')).toBe('over a socket');
+      await c.close();
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
