@@ -8,9 +8,13 @@
 //   node bench/serializer.mjs [--quick]
 //
 // The full run writes bench/SERIALIZER.md; the quick run only checks and prints (its
-// numbers go to bench/.results/).
+// numbers go to bench/.results/). Each round also runs msgpackr and the default in a
+// child process with msgpackr's native decoder off (MSGPACKR_NATIVE_ACCELERATION_DISABLED):
+// pure JavaScript, as on Bun, Deno, Workers and wherever the add-on did not install.
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 import v8 from 'node:v8';
 import { createSharedCache, memoryStore } from 'context-cache';
@@ -18,9 +22,11 @@ import * as devalue from 'devalue';
 import { measure } from 'mitata';
 import { isNativeAccelerationEnabled, Packr } from 'msgpackr';
 import superjson from 'superjson';
-import { flag, markdownTable, median, printTable } from './lib/util.mjs';
+import { flag, markdownTable, median, option, printTable } from './lib/util.mjs';
 
 const quick = flag('--quick');
+/** In the child: run one round of these candidates only and print the results as JSON. */
+const childOf = option('--child');
 const here = (file) => new URL(file, import.meta.url);
 const rounds = quick ? 1 : 3;
 const timing = quick
@@ -191,29 +197,61 @@ for (const { short, cache, reference } of viaCache) {
 
 // --- timing ----------------------------------------------------------------------------
 
-const results = []; // { fixture, candidate, mode, p50 (ns), bytes }
-for (let round = 0; round < rounds; round++) {
+const PURE = ' (pure JS)';
+const inChild = new Set(['msgpackr', 'context-cache default']);
+
+async function runRound(round, only) {
+  const out = [];
   for (const { name, value } of fixtures) {
     for (const c of candidates) {
+      if (only !== undefined && !only.has(c.short)) continue;
       const stats = await measure(() => c.decode(c.encode(value)), timing);
-      results.push({ fixture: name, candidate: c.short, mode: 'codec', p50: stats.p50, round });
+      out.push({ fixture: name, candidate: c.short, mode: 'codec', p50: stats.p50, round });
     }
     for (const { short, cache } of viaCache) {
+      if (only !== undefined && !only.has(short)) continue;
       const stats = await measure(async () => {
         await cache.set(name, value);
         return cache.get(name);
       }, timing);
-      results.push({ fixture: name, candidate: short, mode: 'cache', p50: stats.p50, round });
+      out.push({ fixture: name, candidate: short, mode: 'cache', p50: stats.p50, round });
     }
   }
+  return out;
+}
+
+if (childOf !== undefined) {
+  if (isNativeAccelerationEnabled)
+    throw new Error('the child was meant to run without the native decoder');
+  const out = await runRound(Number(childOf), inChild);
+  for (const { cache } of viaCache) await cache.close();
+  process.stdout.write(JSON.stringify(out));
+  process.exit(0);
+}
+
+const results = []; // { fixture, candidate, mode, p50 (ns), round }
+for (let round = 0; round < rounds; round++) {
+  results.push(...(await runRound(round, undefined)));
+  const child = spawnSync(
+    process.execPath,
+    [fileURLToPath(import.meta.url), '--child', String(round), ...(quick ? ['--quick'] : [])],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, MSGPACKR_NATIVE_ACCELERATION_DISABLED: 'true' },
+      maxBuffer: 16 * 1024 * 1024,
+    },
+  );
+  if (child.status !== 0) throw new Error(`the pure-JS round failed: ${child.stderr}`);
+  for (const r of JSON.parse(child.stdout)) results.push({ ...r, candidate: r.candidate + PURE });
 }
 
 function formatNs(ns) {
   return ns >= 1e3 ? `${(ns / 1e3).toFixed(2)} µs` : `${ns.toFixed(0)} ns`;
 }
 
-function tableFor(mode, fixture, base) {
-  const names = mode === 'codec' ? candidates.map((c) => c.short) : viaCache.map((c) => c.short);
+function tableFor(mode, fixture, reference) {
+  const here = mode === 'codec' ? candidates.map((c) => c.short) : viaCache.map((c) => c.short);
+  const names = [...here, ...[...inChild].filter((n) => here.includes(n)).map((n) => n + PURE)];
   const rows = names.map((short) => {
     const p50 = median(
       results
@@ -222,9 +260,9 @@ function tableFor(mode, fixture, base) {
     );
     return { short, p50 };
   });
-  const ref = rows.find((r) => r.short === base).p50;
+  const ref = rows.find((r) => r.short === reference).p50;
   const sizeOf = (short) => {
-    const c = candidates.find((x) => x.short === short);
+    const c = candidates.find((x) => x.short === short.replace(PURE, ''));
     return c === undefined
       ? ''
       : String(size(c.encode(fixtures.find((f) => f.name === fixture).value)));
@@ -233,11 +271,11 @@ function tableFor(mode, fixture, base) {
     head: [
       'candidate',
       'encode + decode (p50)',
-      `÷ ${base}`,
+      `÷ ${reference}`,
       ...(mode === 'codec' ? ['bytes'] : []),
     ],
     rows: rows.map((r) => [
-      r.short === base ? `**${r.short}**` : r.short,
+      r.short === reference ? `**${r.short}**` : r.short,
       formatNs(r.p50),
       `${(r.p50 / ref).toFixed(2)}×`,
       ...(mode === 'codec' ? [sizeOf(r.short)] : []),
