@@ -3,7 +3,8 @@
  * instances, `tieredStore()` puts an in-process L1 in front of it and keeps every
  * instance's L1 honest through Redis pub/sub. Built on ioredis, an optional peer
  * dependency loaded by this subpath alone; any ioredis-compatible client works (no
- * `instanceof` checks).
+ * `instanceof` checks), a Redis Cluster client included: keys carry a hash tag, and
+ * invalidations go through sharded pub/sub where the servers have it.
  */
 
 import { createHash, randomUUID } from 'node:crypto';
@@ -187,6 +188,7 @@ function ignore(): void {}
  * which queues no command once it has lost its connection, and closes it in `close()`).
  * Entries expire in Redis (`PX ttl`); a write lands only over nothing or over a value
  * whose load started earlier, compared and set in one script; the lock is `SET … NX PX`.
+ * An ioredis `Cluster` works as a client: an entry and its lock share a hash slot.
  *
  * @example
  * ```ts
@@ -198,6 +200,7 @@ function ignore(): void {}
  *   ttl: 60_000,
  *   namespace: 'app',
  * });
+ * // or over a Redis Cluster: redisStore({ client: new Cluster([{ host, port }]) })
  * ```
  */
 export function redisStore(options: RedisStoreOptions): RedisStore {
@@ -352,7 +355,9 @@ function isMemoryStore(value: unknown): value is MemoryStore {
  * publishes the key with this instance's id on `channel`; every other instance listens
  * through a duplicate of its L2 client and drops the key from its L1, and clears its
  * whole L1 after that subscriber reconnects (messages sent while it was away are lost).
- * Outages are those of L2: an L1 hit is no sign that Redis is back.
+ * Outages are those of L2: an L1 hit is no sign that Redis is back. Over a Redis
+ * Cluster whose servers have sharded pub/sub (Redis 7), messages go by `SPUBLISH` to
+ * subscribers made with `SSUBSCRIBE` (only the shard that owns the channel carries them).
  *
  * @example
  * ```ts
