@@ -4,9 +4,13 @@
  * `getOrLoad` never makes a caller wait on, or fail because of, the store: reads are
  * cut at `readTimeout` (a slow store is a miss), write-backs run detached with their
  * own `writeTimeout`, and a store fault is reported once per outage (`onError`, then
- * `onRecover`) instead of being thrown. Loads of one key are shared by every request of
- * this process (singleflight); a request that goes away leaves the load to the others,
- * and the load's signal aborts only when nobody waits for it any more.
+ * `onRecover`) instead of being thrown. During an outage the store is not waited on: a
+ * client that reports itself disconnected is not asked at all, and after a failure the
+ * store is skipped for a backoff window (1 s doubling to 30 s) but for one probe. Loads
+ * of one key are shared by every request of this process (singleflight); a request that
+ * goes away leaves the load to the others, and the load's signal aborts only when nobody
+ * waits for it any more. Every write carries the time its load started, and the store
+ * keeps the value of the load that started last.
  */
 
 import { randomUUID } from 'node:crypto';
