@@ -21,7 +21,7 @@ import {
   defaultSerializer,
   NotSerializableError,
 } from '../../src/shared/serializer.js';
-import { HEADER_BYTES } from '../../src/shared/version.js';
+import { frame, HEADER_BYTES } from '../../src/shared/version.js';
 import { eventually, noUnhandledRejections } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
@@ -252,6 +252,24 @@ describe('refused values', () => {
     await cache.close();
   });
 
+  it('reports what a serializer option threw, once per group, and returns the value', async () => {
+    const store = memoryStore({ max: 100 });
+    const cache = createSharedCache<unknown>({
+      store,
+      ttl: 60_000,
+      namespace: 'app',
+      serializer: { encode: (v) => JSON.stringify(v), decode: (raw) => JSON.parse(String(raw)) },
+    });
+    expect(await cache.getOrLoad('a', () => ({ n: 1n }))).toEqual({ n: 1n });
+    expect(await cache.getOrLoad('b', () => ({ n: 2n }))).toEqual({ n: 2n });
+    expect(await cache.getOrLoad('c', () => ({ n: 3 }))).toEqual({ n: 3 });
+    await cache.close();
+    expect(seen).toHaveLength(1);
+    expect(seen[0]?.[0]).toMatch(
+      /^A loaded value was not stored .*: the serializer option's encode\(\) threw: Do not know how to serialize a BigInt\. /,
+    );
+  });
+
   it.each([
     ['a class instance', new User(1, 'a'), 'User instance', ''],
     ['a function in a Map', new Map([['k', () => 1]]), 'function', '<Map entry 0>'],
@@ -348,6 +366,24 @@ describe('entries written by the JSON envelope of earlier releases', () => {
     expect(again.createdAt).toBeInstanceOf(Date);
     expect(again).toStrictEqual(fresh);
     expect(loads).toBe(1);
+    await cache.close();
+  });
+
+  it('a value of another format version, or cut short, is a miss and is loaded again', async () => {
+    const store = memoryStore({ max: 10 });
+    const cache = createSharedCache<number>({ store, ttl: 60_000, namespace: 'app' });
+    const good = defaultSerializer.encode({ cc: 1, v: 1 }) as Buffer;
+    const later = Buffer.from(good);
+    later[1] = 2; // a format this release does not know
+    await store.set(`app:{${encodeKey('t', 'later')}}`, frame(1, later), 60_000);
+    await store.set(
+      `app:{${encodeKey('t', 'cut')}}`,
+      frame(1, good.subarray(0, good.length - 1)),
+      60_000,
+    );
+    expect(() => defaultSerializer.decode(later)).toThrow(/another version \(2\)/);
+    expect(await cache.getOrLoad('later', () => 2)).toBe(2);
+    expect(await cache.getOrLoad('cut', () => 3)).toBe(3);
     await cache.close();
   });
 
