@@ -473,6 +473,15 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   subscriber.on('close', () => {
     generation++;
   });
+  // A Cluster's copy replaces the subscriber of a shard whose connection failed (or whose
+  // slots moved) and subscribes it again by itself: messages sent in between were lost,
+  // so L1 is cleared once its subscribers are back.
+  subscriber.on('-subscriber', () => {
+    generation++;
+  });
+  subscriber.on('subscribersReady', () => {
+    if (connectedOnce) forgetAll();
+  });
   const subscribed = listen().then(ignore);
   subscribed.catch(ignore);
   let closing: Promise<void> | undefined;

@@ -285,6 +285,47 @@ describe('tieredStore over a Redis Cluster', () => {
     await eventually(async () => (await subscribers()).sharded === 0, 'the subscribers closed');
   });
 
+  it('clears L1 after a shard’s subscriber reconnects (messages sent meanwhile were lost)', async () => {
+    const { a, b } = await twoInstances(() => connect());
+    try {
+      const raw = connect();
+      expect(await a.cache.getOrLoad('k', () => 'v1')).toBe('v1');
+      await eventually(async () => {
+        if ((await b.cache.get('k')) !== 'v1') return false;
+        await sleep(30);
+        return b.store.peek(stored('k')) !== undefined;
+      }, 'B holds it in its L1');
+      // Cut every sharded subscriber's connection on the node that carries the channel,
+      // then change the value without a message: only clearing L1 can show it.
+      const owner = await Promise.all(
+        nodes.map(async (node) => {
+          const [, count] = (await node.call('PUBSUB', 'SHARDNUMSUB', channel)) as [string, number];
+          return Number(count) > 0;
+        }),
+      );
+      const node = nodes[owner.indexOf(true)]!;
+      await raw.set(
+        stored('k'),
+        frame(1, defaultSerializer.encode({ cc: 1, v: 'changed while away' })),
+        'PX',
+        60_000,
+      );
+      expect(await b.cache.get('k')).toBe('v1');
+      await node.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      await eventually(
+        async () => (await b.cache.get('k')) === 'changed while away',
+        'B cleared its L1 once its subscriber was back',
+      );
+      await eventually(async () => (await subscribers()).sharded === 2, 'both subscribed again');
+      // And invalidations flow again.
+      await a.cache.set('k', 'v2');
+      await eventually(async () => (await b.cache.get('k')) === 'v2', "B heard A's write");
+    } finally {
+      await a.cache.close();
+      await b.cache.close();
+    }
+  });
+
   it('falls back to classic pub/sub on a cluster whose servers lack sharded pub/sub', async () => {
     // The real cluster, seen through a client that reports no SPUBLISH (as Redis 6 does).
     const olderServer = (): RedisClient => {
