@@ -10,10 +10,11 @@
  * `WeakMap`, …) makes `encode` throw a `NotSerializableError` naming the type and where
  * it sits, so the cache returns the loaded value without storing it.
  *
- * Why msgpackr (see bench/SERIALIZER.md for the numbers): it is the fastest of the
- * candidates that round-trip every type above, it is pure JavaScript on every runtime
- * (its native string decoder is an optional add-on on Node), and its bytes are the same
- * whatever runtime or Node version wrote them. `node:v8`'s structured clone is as
+ * Why msgpackr (see bench/SERIALIZER.md for the numbers): among the candidates that
+ * round-trip every type above, it measured as fast as `node:v8` on Node and about 3×
+ * faster than superjson and devalue, with the smallest output; it is pure JavaScript on
+ * every runtime (its native string decoder is an optional add-on on Node), and its bytes
+ * are the same whatever runtime or Node version wrote them. `node:v8`'s structured clone is as
  * complete but exists only on Node (Bun's has another format, Workers have none), and
  * its format changes with V8 versions: instances on two Node majors sharing one Redis
  * would not read each other's values.
