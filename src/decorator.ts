@@ -5,12 +5,12 @@
  * because a decorator cannot change a method's type.
  */
 
+import { claimGroup } from './groups.js';
 import type { CacheKey } from './keys.js';
 import { checkGroup } from './keys.js';
 import type { LoaderContext } from './scope.js';
-import type { SharedGroupView } from './shared/types.js';
 import { describe } from './warnings.js';
-import { type ContextCachedOptions, groupTiers, lookup } from './wrap.js';
+import { type ContextCachedOptions, groupTiers, lookup, type TierLoader } from './wrap.js';
 
 /**
  * What `cachedControls()` returns for a method decorated with `@cached(group)`: the
@@ -87,12 +87,8 @@ export function cached<V = unknown>(
   context: ClassMethodDecoratorContext<This, CachedMethod<This, K, T>>,
 ) => CachedMethodReplacement<This, K, T> {
   checkGroup('cached', group);
-  if (options !== undefined && (typeof options !== 'object' || options === null)) {
-    throw new TypeError(
-      `cached(): options must be an object such as { shared }, got ${describe(options)}.`,
-    );
-  }
-  const { view, invalidate, prime } = groupTiers<V>('cached', group, options);
+  const tiers = groupTiers<V>('cached', group, options);
+  const { invalidate, prime } = tiers;
   const controls: CachedControls<CacheKey, unknown> = {
     group,
     invalidate,
@@ -120,15 +116,9 @@ export function cached<V = unknown>(
           `got a ${String(context.kind)} (${String(context.name)}).`,
       );
     }
+    claimGroup('contextCached', group, method, cached);
     // The loader takes the instance as `this` (see `lookup`): a hit allocates nothing.
-    const load: CachedMethod<This, K, T> =
-      view === undefined
-        ? method
-        : function loadThroughShared(this: This, key: K): Promise<T> {
-            return (view as SharedGroupView<T>).getOrLoad(key, (_, ctx) =>
-              method.call(this, key, ctx),
-            );
-          };
+    const load = tiers.load(method as TierLoader<K, T>);
     const cachedMethod: CachedMethodReplacement<This, K, T> = function cachedMethod(
       this: This,
       key: K,

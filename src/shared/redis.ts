@@ -9,7 +9,7 @@
 
 import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { describe } from '../warnings.js';
+import { checkOptionNames, describe } from '../warnings.js';
 import type { MemoryStore } from './memory.js';
 import type { Store, StoreValue } from './types.js';
 import { SET_IF_NEWER_SCRIPT, versionOf } from './version.js';
@@ -204,6 +204,9 @@ function ignore(): void {}
  * ```
  */
 export function redisStore(options: RedisStoreOptions): RedisStore {
+  if (typeof options === 'object' && options !== null) {
+    checkOptionNames('redisStore', options, ['client', 'url']);
+  }
   const given = (options as { client?: unknown } | undefined)?.client;
   const url = (options as { url?: unknown } | undefined)?.url;
   let client: RedisClient;
@@ -381,6 +384,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
         `got ${describe(options)}.`,
     );
   }
+  checkOptionNames('tieredStore', options, ['l1', 'l2', 'channel']);
   const { l1, l2 } = options;
   const channel = options.channel ?? DEFAULT_CHANNEL;
   if (!isMemoryStore(l1) || !(typeof l1.ttl === 'number' && l1.ttl > 0)) {

@@ -34,7 +34,7 @@ export function nextVersion(): number {
 }
 
 function header(version: number): string {
-  return VERSION_MAGIC + String(version).padStart(DIGITS, '0') + ':';
+  return `${VERSION_MAGIC}${String(version).padStart(DIGITS, '0')}:`;
 }
 
 /** `payload` with the header of `version` in front. */

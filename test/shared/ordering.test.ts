@@ -36,6 +36,16 @@ noUnhandledRejections();
 
 const stored = (key: string) => `order:{${encodeKey('test', key)}}`;
 
+/** Loads started in the current test. */
+let loads = 0;
+beforeEach(() => {
+  loads = 0;
+});
+function loading<T>(value: Promise<T>): Promise<T> {
+  loads++;
+  return value;
+}
+
 /** The value another instance sees: a cache of its own over a fresh connection. */
 async function seenByAnother(key: string): Promise<unknown> {
   const other = createSharedCache<unknown>({
@@ -91,8 +101,9 @@ describe('a write-back delivered after recovery', () => {
       });
       await a.client.ping();
       const load = deferred<string>();
-      const pending = cacheA.getOrLoad('k', () => load.promise);
-      await sleep(20); // the load has started: its version is older than what comes next
+      const pending = cacheA.getOrLoad('k', () => loading(load.promise));
+      // The load runs (it missed in Redis): its version is older than what comes next.
+      await eventually(() => loads === 1, 'the load runs');
       await server.kill();
       await eventually(() => a.client.status !== 'ready', 'A lost its connection');
       load.resolve('OLD');
@@ -127,8 +138,8 @@ describe('a write-back delivered after recovery', () => {
       });
       await a.client.ping();
       const load = deferred<string>();
-      const pending = cacheA.getOrLoad('k', () => load.promise);
-      await sleep(20);
+      const pending = cacheA.getOrLoad('k', () => loading(load.promise));
+      await eventually(() => loads === 1, 'the load runs');
       proxy.hold(); // A stays connected, but Redis hears nothing from it
       load.resolve('OLD');
       expect(await pending).toBe('OLD');
@@ -236,10 +247,18 @@ describe('two loads of one key racing', () => {
       if ('ready' in s2) await (s2 as { ready(): Promise<void> }).ready();
       const earlier = deferred<string>();
       const later = deferred<string>();
-      const p1 = c1.getOrLoad('k', () => earlier.promise);
-      await sleep(5);
-      const p2 = c2.getOrLoad('k', () => later.promise);
-      await sleep(5);
+      // Each load has missed in the store and runs its loader before the next step.
+      const running: string[] = [];
+      const p1 = c1.getOrLoad('k', () => {
+        running.push('earlier');
+        return earlier.promise;
+      });
+      await eventually(() => running.length === 1, 'the earlier load runs');
+      const p2 = c2.getOrLoad('k', () => {
+        running.push('later');
+        return later.promise;
+      });
+      await eventually(() => running.length === 2, 'the later load runs');
       const [firstLoad, secondLoad] = first === 'later' ? [later, earlier] : [earlier, later];
       firstLoad.resolve(first === 'later' ? 'later' : 'earlier');
       await eventually(() => results.length === 1, 'the first write-back was done');
@@ -260,8 +279,8 @@ describe('two loads of one key racing', () => {
     const store = redisStore({ client: admin as unknown as RedisClient });
     const cache = createSharedCache<string>({ store, ttl: 60_000, namespace: 'order' });
     const load = deferred<string>();
-    const pending = cache.getOrLoad('s', () => load.promise);
-    await sleep(5);
+    const pending = cache.getOrLoad('s', () => loading(load.promise));
+    await eventually(() => loads === 1, 'the load runs');
     // Set by another instance (its own cache): this process's in-flight guard plays no part.
     const other = createSharedCache<string>({
       store: redisStore({ url: server.url }),
