@@ -204,8 +204,13 @@ export function assertSerializable(value: unknown): void {
 export const defaultSerializer: Serializer = {
   encode(value) {
     assertSerializable(value);
-    const body = packr.pack(value);
-    const out = Buffer.allocUnsafe(body.length + 2);
+    const body: Uint8Array = packr.pack(value);
+    // A Buffer where the runtime has one (Node, Bun, Deno, Workers with nodejs_compat),
+    // plain bytes elsewhere.
+    const out =
+      typeof Buffer === 'function'
+        ? Buffer.allocUnsafe(body.length + 2)
+        : (new Uint8Array(body.length + 2) as Buffer);
     out[0] = HEADER;
     out[1] = VERSION;
     out.set(body, 2);
