@@ -7,6 +7,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  contextBatched,
   contextCached,
   createSharedCache,
   memoryStore,
@@ -216,6 +217,38 @@ describe('refused values', () => {
       [
         expect.stringMatching(
           /^A value loaded for group "profile" was not stored .*: the default serializer cannot round-trip the User instance at \.owner\./,
+        ),
+        'ContextCacheWarning',
+        'CONTEXT_CACHE_NOT_SERIALIZABLE',
+      ],
+    ]);
+  });
+
+  it('contextBatched: refused values of a batch are returned unstored, one warning per group', async () => {
+    const store = memoryStore({ max: 100 });
+    const shared = createSharedCache<unknown>({ store, ttl: 60_000, namespace: 'app' });
+    let batches = 0;
+    const getUsers = contextBatched(
+      'batched-user',
+      async (ids: readonly number[]) => {
+        batches++;
+        return ids.map((id) => (id % 2 === 0 ? new User(id, 'even') : { id, plain: true }));
+      },
+      { shared },
+    );
+    const first = await withCacheContext(() => getUsers.many([1, 2, 3, 4]));
+    expect(first[1]).toBeInstanceOf(User);
+    expect(first[0]).toEqual({ id: 1, plain: true });
+    await eventually(async () => store.size === 2, 'the plain values stored');
+    // The next request: plain values from the store, instances loaded again.
+    const second = await withCacheContext(() => getUsers.many([1, 2, 3, 4]));
+    expect(second[3]).toBeInstanceOf(User);
+    expect(batches).toBe(2);
+    await shared.close();
+    expect(seen).toEqual([
+      [
+        expect.stringMatching(
+          /^A value loaded for group "batched-user" was not stored .*: the default serializer cannot round-trip the value itself \(User instance\)\./,
         ),
         'ContextCacheWarning',
         'CONTEXT_CACHE_NOT_SERIALIZABLE',
