@@ -21,7 +21,9 @@ export {
 } from './background.js';
 export {
   type CachedControls,
+  type CachedDecorator,
   type CachedMethod,
+  type CachedMethodDescriptor,
   type CachedMethodReplacement,
   cached,
   cachedControls,
