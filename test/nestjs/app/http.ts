@@ -195,7 +195,7 @@ export async function startApp(platform: Platform, options: Options) {
   const app = await NestFactory.create(
     AppModule.forPlatform(platform, options),
     platform === 'express' ? new ExpressAdapter() : new FastifyAdapter(),
-    { logger: false },
+    { logger: false, abortOnError: false },
   );
   await app.listen(0, '127.0.0.1');
   const { port } = (app.getHttpServer() as Server).address() as AddressInfo;
