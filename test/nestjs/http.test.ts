@@ -19,6 +19,7 @@ interface HttpApp {
     authors: { readonly instance: number; readonly loads: number[] };
   }>;
   seenCaches: EphemeralCache[];
+  slowSignals: AbortSignal[];
 }
 
 noUnhandledRejections();
@@ -149,6 +150,32 @@ describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (plat
     await (await get('/authors/1')).text();
     await vi.waitFor(() => expect(ended.length - endedBefore).toBe(paths.length + 1));
     expect(ended.slice(endedBefore).map((entry) => entry.url)).toEqual([...paths, '/authors/1']);
+  });
+
+  it('ends the cache once when the handler throws (Nest answers 500)', async () => {
+    const endedBefore = ended.length;
+    const res = await get('/fail/6');
+    expect(res.status).toBe(500);
+    await res.text();
+    await vi.waitFor(() => expect(ended.length - endedBefore).toBe(1));
+    expect(ended[endedBefore]).toMatchObject({ url: '/fail/6', stats: { loads: 1 } });
+  });
+
+  it('aborts the request signal and ends the cache when the client goes away', async () => {
+    const endedBefore = ended.length;
+    const signals = http.slowSignals.length;
+    const client = new AbortController();
+    const pending = fetch(`${started.url}/slow`, { signal: client.signal }).catch(
+      (err: unknown) => err,
+    );
+    await vi.waitFor(() => expect(http.slowSignals.length).toBe(signals + 1));
+    client.abort();
+    expect(await pending).toBeInstanceOf(Error);
+    const signal = http.slowSignals[signals] as AbortSignal;
+    await vi.waitFor(() => expect(signal.aborted).toBe(true));
+    expect((signal.reason as Error).message).toMatch(/client closed the connection/);
+    await vi.waitFor(() => expect(ended.length - endedBefore).toBe(1));
+    expect(ended[endedBefore]?.url).toBe('/slow');
   });
 
   it("runs every module's middleware inside the request's scope", async () => {

@@ -39,13 +39,21 @@ import { ExpressAdapter } from '@nestjs/platform-express';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
 import type { Observable } from 'rxjs';
 import { ContextCacheModule, type Options } from '../../../src/adapters/nestjs/index.js';
-import { cachedControls, type EphemeralCache, getContextCache } from '../../../src/index.js';
+import {
+  cachedControls,
+  currentSignal,
+  type EphemeralCache,
+  getContextCache,
+} from '../../../src/index.js';
 import { type Author, AuthorsService, jitter } from './authors.js';
 
 export type Platform = 'express' | 'fastify';
 
 /** What the tests read back after the responses: every request's cache. */
 export const seenCaches: EphemeralCache[] = [];
+
+/** The signals of the requests to GET /slow, which waits until its client goes away. */
+export const slowSignals: AbortSignal[] = [];
 
 interface Tracked {
   params: Record<string, string>;
@@ -114,6 +122,29 @@ class AuthorsController {
     const second = await this.authors.tag('me');
     const author = await this.authors.getById(Number(tag.split('-')[1]) % 10);
     return { first, second, author: author.id };
+  }
+
+  /** Loads, then throws: Nest's exception filter answers 500. */
+  @Get('fail/:id')
+  async fail(@Param('id') id: string): Promise<never> {
+    await this.authors.getById(Number(id));
+    throw new Error('the handler failed');
+  }
+
+  /** Waits (at most 10 s) until the request's signal aborts: the client went away. */
+  @Get('slow')
+  async slow(): Promise<string> {
+    const signal = currentSignal();
+    if (signal === undefined) return 'no signal';
+    slowSignals.push(signal);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 10_000);
+      signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return 'done';
   }
 
   /** What the user middleware saw (Fastify hands middleware the raw request). */
