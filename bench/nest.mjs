@@ -89,6 +89,16 @@ const table = markdownTable(
   rows,
 );
 console.log(`\n${table}`);
+const roundsTable = markdownTable(
+  ['platform', 'contender', ...Array.from({ length: rounds }, (_, i) => `round ${i + 1}`)],
+  platforms.flatMap((platform) =>
+    contenders.map((contender) => [
+      platform,
+      contender.name,
+      ...rps.get(`${platform}/${contender.name}`).map((value) => String(Math.round(value))),
+    ]),
+  ),
+);
 
 if (!quick) {
   const machine = `${os.cpus()[0]?.model ?? 'unknown'} (${os.availableParallelism()} cores), Node ${process.version}, load average ${os
@@ -107,6 +117,11 @@ if (!quick) {
       'cache, not of queries: with real queries the two caches save the same 17 of 20.',
       '',
       table,
+      '',
+      'Each round, req/s: on a shared machine the spread between rounds tells how far to',
+      'trust the medians.',
+      '',
+      roundsTable,
       '',
     ].join('\n'),
   );
