@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ContextCacheModule } from '../../src/adapters/nestjs/index.js';
+import { ContextCacheModule } from './index.js';
 
 describe('ContextCacheModule.forRoot(options)', () => {
   it('is a global module with the settings, and defaults without options', () => {
