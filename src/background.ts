@@ -15,7 +15,7 @@
 
 import { AsyncResource } from 'node:async_hooks';
 import { runInScope, Scope, sharedBackgroundPool } from './scope.js';
-import { describe, isCount, isDuration } from './warnings.js';
+import { checkOptionNames, describe, isCount, isDuration } from './warnings.js';
 
 /**
  * The scope of the pools' bookkeeping: no cache, no signal. Running it in a scope of its
@@ -84,8 +84,18 @@ export function taskName(fn: () => unknown, name: string | undefined): string {
   return name ?? (fn.name || 'anonymous');
 }
 
+const TASK_OPTIONS = ['timeout', 'name'] as const;
+const RUN_OPTIONS = ['timeout', 'name', 'onError'] as const;
+const POOL_OPTIONS = ['concurrency', 'maxQueued', 'onError'] as const;
+const DRAIN_OPTIONS = ['timeout'] as const;
+
 /** Validate `fn` and the `timeout` / `name` options shared by `detach` and `runInBackground`. */
-export function checkTask(api: string, fn: unknown, options: unknown): void {
+export function checkTask(
+  api: string,
+  fn: unknown,
+  options: unknown,
+  known: readonly string[] = TASK_OPTIONS,
+): void {
   if (typeof fn !== 'function') {
     throw new TypeError(
       `${api}(): fn must be the function to run, such as () => cache.set(key, value), got ${describe(fn)}.`,
@@ -97,6 +107,7 @@ export function checkTask(api: string, fn: unknown, options: unknown): void {
       `${api}(): options must be an object such as { timeout: 5000, name: 'write-back' }, got ${describe(options)}.`,
     );
   }
+  checkOptionNames(api, options, known);
   const { timeout, name } = options as Record<string, unknown>;
   if (timeout !== undefined && !isDuration(timeout)) {
     throw new TypeError(
@@ -280,6 +291,7 @@ function checkPoolOptions(options: unknown): void {
       `createBackgroundPool(): options must be an object such as { concurrency: 8 }, got ${describe(options)}.`,
     );
   }
+  checkOptionNames('createBackgroundPool', options, POOL_OPTIONS);
   const { concurrency, maxQueued, onError } = options as Record<string, unknown>;
   if (concurrency !== undefined && !isCount(concurrency, 1)) {
     throw new TypeError(
@@ -299,7 +311,7 @@ function checkPoolOptions(options: unknown): void {
 }
 
 function checkRunOptions(api: string, fn: unknown, options: unknown): void {
-  checkTask(api, fn, options);
+  checkTask(api, fn, options, RUN_OPTIONS);
   const onError = (options as { onError?: unknown } | undefined)?.onError;
   if (onError !== undefined && typeof onError !== 'function') {
     throw new TypeError(
@@ -315,6 +327,7 @@ function checkDrainOptions(api: string, options: unknown): void {
       `${api}(): options must be an object such as { timeout: 5000 }, got ${describe(options)}.`,
     );
   }
+  checkOptionNames(api, options, DRAIN_OPTIONS);
   const { timeout } = options as Record<string, unknown>;
   if (timeout !== undefined && !isDuration(timeout)) {
     throw new TypeError(

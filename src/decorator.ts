@@ -1,16 +1,16 @@
 /**
  * `@cached(group)`: the method decorator form of `contextCached`, for repository and
- * service classes, under standard decorators and under `experimentalDecorators` alike. The controls a `contextCached` getter carries
- * as properties (`invalidate`, `prime`) are reached with `cachedControls(method)`,
- * because a decorator cannot change a method's type.
+ * service classes, under standard decorators and under `experimentalDecorators` alike.
+ * The controls a `contextCached` getter carries as properties (`invalidate`, `prime`) are
+ * reached with `cachedControls(method)`, because a decorator cannot change a method's type.
  */
 
+import { claimGroup } from './groups.js';
 import type { CacheKey } from './keys.js';
 import { checkGroup } from './keys.js';
 import type { LoaderContext } from './scope.js';
-import type { SharedGroupView } from './shared/types.js';
 import { describe } from './warnings.js';
-import { type ContextCachedOptions, groupTiers, lookup } from './wrap.js';
+import { type ContextCachedOptions, groupTiers, lookup, type TierLoader } from './wrap.js';
 
 /**
  * What `cachedControls()` returns for a method decorated with `@cached(group)`: the
@@ -125,12 +125,8 @@ export function cached<V = unknown>(
   options?: ContextCachedOptions<V>,
 ): CachedDecorator<V> {
   checkGroup('cached', group);
-  if (options !== undefined && (typeof options !== 'object' || options === null)) {
-    throw new TypeError(
-      `cached(): options must be an object such as { shared }, got ${describe(options)}.`,
-    );
-  }
-  const { view, invalidate, prime } = groupTiers<V>('cached', group, options);
+  const tiers = groupTiers<V>('cached', group, options);
+  const { invalidate, prime } = tiers;
   const controls: CachedControls<CacheKey, unknown> = {
     group,
     invalidate,
@@ -138,18 +134,12 @@ export function cached<V = unknown>(
   };
 
   /** The cached method that takes the place of `method`, in either form. */
-  function cacheMethod<This, K extends CacheKey, T>(
+  function cacheMethod<This, K extends CacheKey, T extends V>(
     method: CachedMethod<This, K, T>,
   ): CachedMethodReplacement<This, K, T> {
+    claimGroup('contextCached', group, method, cached);
     // The loader takes the instance as `this` (see `lookup`): a hit allocates nothing.
-    const load: CachedMethod<This, K, T> =
-      view === undefined
-        ? method
-        : function loadThroughShared(this: This, key: K): Promise<T> {
-            return (view as unknown as SharedGroupView<T>).getOrLoad(key, (_, ctx) =>
-              method.call(this, key, ctx),
-            );
-          };
+    const load = tiers.load(method as TierLoader<K, T>);
     const cachedMethod: CachedMethodReplacement<This, K, T> = function cachedMethod(
       this: This,
       key: K,
@@ -168,7 +158,7 @@ export function cached<V = unknown>(
             `got a ${String(context.kind)} (${String(context.name)}).`,
         );
       }
-      return cacheMethod(method as CachedMethod<unknown, CacheKey, unknown>);
+      return cacheMethod(method as CachedMethod<unknown, CacheKey, V>);
     }
     if (typeof context === 'string' || typeof context === 'symbol') {
       // Legacy: (prototype or constructor, member name, descriptor). A field has no
@@ -188,7 +178,7 @@ export function cached<V = unknown>(
         );
       }
       (descriptor as PropertyDescriptor).value = cacheMethod(
-        value as CachedMethod<unknown, CacheKey, unknown>,
+        value as CachedMethod<unknown, CacheKey, V>,
       );
       return descriptor;
     }

@@ -104,7 +104,22 @@ class Entry {
   }
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+function ignore(): void {}
+
+/**
+ * The TypeError for a synchronous lookup whose loader returned a promise. The promise
+ * is not stored, and its rejection (if any) is not left unhandled.
+ */
+export function asyncLoaderError(group: string, value: PromiseLike<unknown>): TypeError {
+  value.then(undefined, ignore);
+  return new TypeError(
+    `getWithContextCacheSync(): the loader of group '${group}' returned a promise, which a ` +
+      'synchronous lookup cannot wait for, so nothing was stored. Use ' +
+      `await getWithContextCache('${group}', key, loader) for an async loader.`,
+  );
+}
+
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
     (typeof value === 'object' || typeof value === 'function') &&
@@ -200,8 +215,15 @@ export class Cache implements EphemeralCache, ScopeState {
   private contents: Contents | undefined = undefined;
   private flags = 0;
   private readonly deadline: number;
-  private readonly lifetime: number;
-  private readonly maxEntries: number;
+  readonly lifetime: number;
+  readonly maxEntries: number;
+  /**
+   * Inside `withTransaction`: the transaction handed to loaders as `ctx.transaction`,
+   * and the cache around this one, which `removeContextData` (and so `invalidate`)
+   * also clears. Both `undefined` for a request's cache.
+   */
+  transaction: unknown = undefined;
+  outer: Cache | undefined = undefined;
 
   constructor(
     lifetime: number,
@@ -235,7 +257,13 @@ export class Cache implements EphemeralCache, ScopeState {
   get loaderContext(): LoaderContext {
     let context = this.context;
     if (context === undefined) {
-      if (this.signalSource !== undefined) {
+      if (this.transaction !== undefined) {
+        const signal = this.signal;
+        context =
+          signal === undefined
+            ? { transaction: this.transaction }
+            : { signal, transaction: this.transaction };
+      } else if (this.signalSource !== undefined) {
         // A loader that never reads `ctx.signal` never makes the signal.
         context = new LazyLoaderContext(this);
       } else {
@@ -277,6 +305,17 @@ export class Cache implements EphemeralCache, ScopeState {
     this.flags |= IS_ENDED | IS_CLOSED;
     this.contents?.clear();
     publishEnd(this);
+  }
+
+  /**
+   * End a transaction's cache when its function has settled: like `end()`, without
+   * publishing on `context-cache:end` (a transaction is not a request).
+   */
+  discard(): void {
+    if ((this.flags & IS_ENDED) !== 0) return;
+    this.flags |= IS_ENDED | IS_CLOSED;
+    this.contents?.clear();
+    this.outer = undefined;
   }
 
   /** What the cache holds and counts, made on first use. */
@@ -377,16 +416,22 @@ export class Cache implements EphemeralCache, ScopeState {
       counts.loads++;
     }
     const ctx = this.loaderContext;
+    let result: unknown;
     try {
-      return Promise.resolve(
-        tracingLoads()
-          ? traceLoad(group, key, false, false, () => loader.call(thisArg, key as never, ctx))
-          : loader.call(thisArg, key as never, ctx),
-      );
+      result = tracingLoads()
+        ? traceLoad(group, key, false, false, () => loader.call(thisArg, key as never, ctx))
+        : loader.call(thisArg, key as never, ctx);
     } catch (err) {
       if (counts !== undefined && !this.ended) counts.errors++;
-      return Promise.reject(err);
+      const failed = Promise.reject(err);
+      failed.then(undefined, ignore);
+      return failed;
     }
+    const promise = Promise.resolve(result);
+    // As for a stored load (see `load`): a failure nobody awaits is not unhandled. A
+    // plain value cannot fail, so only a promise gets the handler.
+    if (isThenable(result)) promise.then(undefined, ignore);
+    return promise;
   }
 
   private load(
@@ -465,6 +510,7 @@ export class Cache implements EphemeralCache, ScopeState {
       counts.errors++;
       throw err;
     }
+    if (isThenable(value)) throw asyncLoaderError(group, value);
     if (this.ended) return value;
     // The loader may itself have set or removed this key: only a still-present entry
     // is replaced in place.
@@ -482,14 +528,17 @@ export class Cache implements EphemeralCache, ScopeState {
       counts.misses++;
       counts.loads++;
     }
+    let value: unknown;
     try {
-      return tracingLoads()
+      value = tracingLoads()
         ? traceLoad(group, key, true, false, () => loader(key as never))
         : loader(key as never);
     } catch (err) {
       if (counts !== undefined && !this.ended) counts.errors++;
       throw err;
     }
+    if (isThenable(value)) throw asyncLoaderError(group, value);
+    return value;
   }
 
   /** `getContextData`: the settled value, or `undefined`. */
@@ -537,6 +586,9 @@ export class Cache implements EphemeralCache, ScopeState {
     }
     const entry = map?.get(mapKey);
     if (entry !== undefined) this.remove(entry);
+    // Inside a transaction: what it wrote is stale in the caches around it too.
+    const outer = this.outer;
+    if (outer !== undefined && !outer.ended) outer.removeData(fn, group, key, cut);
   }
 
   /** The map of `group`, made (with what holds it) on first use. */

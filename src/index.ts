@@ -19,6 +19,7 @@ export {
   drainBackground,
   runInBackground,
 } from './background.js';
+export { LoadTimeoutError } from './deadline.js';
 export {
   type CachedControls,
   type CachedDecorator,
@@ -34,7 +35,7 @@ export {
   type LoadMessage,
 } from './diagnostics.js';
 export type { CacheStats, EphemeralCache } from './ephemeral.js';
-export type { CacheKey, KeyPart } from './keys.js';
+export type { CacheKey, CacheKeyError, CheckedKey, KeyCandidate, KeyPart } from './keys.js';
 export {
   type CacheContextOptions,
   currentSignal,
@@ -42,6 +43,7 @@ export {
   type LoaderContext,
   withCacheContext,
   withNoCacheContext,
+  withTransaction,
 } from './scope.js';
 export {
   createSharedCache,
@@ -66,6 +68,7 @@ export {
   getWithContextCache,
   getWithContextCacheSync,
   hasContextData,
+  type LookupOptions,
   removeContextData,
   setContextData,
 } from './wrap.js';

@@ -16,6 +16,24 @@ export type KeyPart = string | number | bigint | boolean | null | undefined;
  */
 export type CacheKey = KeyPart | readonly KeyPart[];
 
+/**
+ * The text of the type error for a key that is not a `CacheKey` (a `Date`, an object):
+ * what `CheckedKey` turns such a key's parameter type into, so the compiler's message
+ * names the fix.
+ */
+export type CacheKeyError =
+  'CacheKey must be a string, number, bigint, boolean, null, undefined or an array of them: pass date.getTime() or an id';
+
+/**
+ * `K` itself when it is a `CacheKey`, else `CacheKeyError`: a key parameter typed
+ * `CheckedKey<K>` accepts every cache key and rejects anything else with a message that
+ * says what to pass instead.
+ */
+export type CheckedKey<K> = [K] extends [CacheKey] ? K : CacheKeyError;
+
+/** What a key parameter infers from before it is checked: anything but a function or symbol. */
+export type KeyCandidate = KeyPart | object;
+
 const KEY_TYPES = 'a string, number, bigint, boolean, null, undefined or an array of those';
 
 /** The TypeError for a key that is not a `CacheKey`. */

@@ -33,12 +33,17 @@ import {
   EMPTY_CONTEXT,
   type EphemeralCache,
 } from './ephemeral.js';
-import { describe, isCount, isDuration } from './warnings.js';
+import { checkOptionNames, describe, isCount, isDuration } from './warnings.js';
 
 /** What a loader receives besides its key. */
 export interface LoaderContext {
   /** The request's signal: aborts when the client disconnects or the response is sent. */
   readonly signal?: AbortSignal;
+  /**
+   * Inside `withTransaction(tx, fn)`: `tx`, the transaction the loader should run its
+   * query on (`(ctx.transaction ?? db).query(...)`). `undefined` elsewhere.
+   */
+  readonly transaction?: unknown;
 }
 
 /** The value kept in the AsyncLocalStorage: the request cache and the request's signal. */
@@ -145,12 +150,21 @@ export interface CacheContextOptions {
   signal?: AbortSignal | (() => AbortSignal);
 }
 
+const CONTEXT_OPTIONS = ['lifetime', 'maxEntries', 'signal'] as const;
+
 function checkOptions(options: unknown): void {
   if (options === undefined) return;
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
       `withCacheContext(): options must be an object such as { lifetime: 60_000 }, got ${describe(options)}.`,
     );
+  }
+  // Adapters come through here once per request: the names are compared inline (no
+  // array search) and only an unknown one builds the error.
+  for (const name in options) {
+    if (name !== 'lifetime' && name !== 'maxEntries' && name !== 'signal') {
+      checkOptionNames('withCacheContext', options, CONTEXT_OPTIONS);
+    }
   }
   const { lifetime, maxEntries, signal } = options as Record<string, unknown>;
   if (lifetime !== undefined && !isDuration(lifetime)) {
@@ -259,4 +273,80 @@ export function getContextCache(): EphemeralCache | undefined {
  */
 export function currentSignal(): AbortSignal | undefined {
   return (storage ?? scopeStorage()).getStore()?.signal;
+}
+
+/**
+ * Run `fn` inside a database transaction's own cache. Lookups inside (`contextCached`
+ * getters, `getWithContextCache`, `@cached` methods) go to a cache that belongs to this
+ * transaction alone: their loaders receive `transaction` as `ctx.transaction` (run the
+ * query on it, and a read after a write in the same transaction sees the write), the
+ * shared tier is neither read nor written, and what was loaded is dropped when `fn`
+ * settles, whether the transaction commits or rolls back. `invalidate(key)` and
+ * `removeContextData` inside also clear the key in the request's cache around it (and
+ * a getter's shared tier), since the transaction may commit. Returns what `fn` returns.
+ *
+ * @example
+ * ```ts
+ * const getUser = contextCached('user', (id: number, { transaction }) =>
+ *   ((transaction as Transaction | undefined) ?? db).query('select * from users where id = $1', [id]),
+ * );
+ *
+ * await db.transaction((tx) =>
+ *   withTransaction(tx, async () => {
+ *     await tx.query('update users set name = $1 where id = $2', [name, id]);
+ *     await getUser.invalidate(id);
+ *     return getUser(id); // loaded on tx: sees the new name, never shared
+ *   }),
+ * );
+ * ```
+ */
+export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => T): T {
+  if (transaction === undefined || transaction === null) {
+    throw new TypeError(
+      'withTransaction(): transaction must be the transaction your loaders should query, ' +
+        `such as the tx of db.transaction(async (tx) => ...), got ${describe(transaction)}.`,
+    );
+  }
+  checkFn('withTransaction', fn);
+  const store = storage ?? scopeStorage();
+  const parent = store.getStore();
+  const outer = parent?.cache !== undefined && !parent.cache.ended ? parent.cache : undefined;
+  const cache = new Cache(
+    outer?.lifetime ?? DEFAULT_LIFETIME,
+    outer?.maxEntries ?? DEFAULT_MAX_ENTRIES,
+    parent?.signal,
+  );
+  cache.transaction = transaction;
+  cache.outer = outer;
+  let result: T;
+  try {
+    result = store.run(cache, fn);
+  } catch (err) {
+    cache.discard();
+    throw err;
+  }
+  if (!isPromiseLike(result)) {
+    cache.discard();
+    return result;
+  }
+  // A new promise that settles as `result` does, after the cache is dropped: a
+  // rejection the caller ignores stays theirs (reported as unhandled), as without us.
+  return result.then(
+    (value) => {
+      cache.discard();
+      return value;
+    },
+    (err: unknown) => {
+      cache.discard();
+      throw err;
+    },
+  ) as T;
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
 }

@@ -64,3 +64,74 @@ export function isCount(value: unknown, min: number): value is number {
 export function isDuration(value: unknown): value is number {
   return typeof value === 'number' && value > 0;
 }
+
+/** `'a'`, `'a' or 'b'`, `'a', 'b' or 'c'`. */
+function listNames(names: readonly string[]): string {
+  const quoted = names.map((name) => `'${name}'`);
+  return quoted.length < 2
+    ? (quoted[0] ?? '')
+    : `${quoted.slice(0, -1).join(', ')} or ${quoted[quoted.length - 1]}`;
+}
+
+/** Edit distance of two short names (for "did you mean"). */
+function distance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let diagonal = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const above = row[j] as number;
+      row[j] = Math.min(
+        above + 1,
+        (row[j - 1] as number) + 1,
+        diagonal + (a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1),
+      );
+      diagonal = above;
+    }
+  }
+  return row[b.length] as number;
+}
+
+/** The TypeError for an option `name` that `fn` does not know. */
+export function unknownOption(
+  fn: string,
+  name: string,
+  known: readonly string[],
+  what = 'options',
+): TypeError {
+  // A guess: a known name this one extends or abbreviates (lifetimeMs, maxEntry), else
+  // the closest one within a few typos.
+  let guess = known.find((k) => name.startsWith(k) || (name.length > 2 && k.startsWith(name)));
+  if (guess === undefined) {
+    let best = Math.max(2, Math.floor(name.length / 3)) + 1;
+    for (const candidate of known) {
+      const d = distance(name, candidate);
+      if (d < best) {
+        best = d;
+        guess = candidate;
+      }
+    }
+  }
+  return new TypeError(
+    `${fn}(): unknown option ${what}.${name}${guess === undefined ? '' : ` (did you mean '${guess}'?)`}. ` +
+      `The known options are ${listNames(known)}.`,
+  );
+}
+
+/**
+ * Throw `unknownOption` for the first own enumerable property of `options` not in
+ * `known`. `options` must already be known to be an object. Builds nothing when every
+ * name is known (a `for…in` over a small object literal is a few nanoseconds).
+ */
+export function checkOptionNames(
+  fn: string,
+  options: object,
+  known: readonly string[],
+  what = 'options',
+): void {
+  for (const name in options) {
+    if (!known.includes(name) && Object.hasOwn(options, name)) {
+      throw unknownOption(fn, name, known, what);
+    }
+  }
+}

@@ -3,10 +3,20 @@
  * the loader when there is none (Gitea's behaviour outside a cache context).
  */
 
-import { type CacheKey, checkGroup, checkKey, checkLoader } from './keys.js';
+import { checkTimeout, withDeadline } from './deadline.js';
+import { asyncLoaderError, isThenable } from './ephemeral.js';
+import { claimGroup } from './groups.js';
+import {
+  type CacheKey,
+  type CheckedKey,
+  checkGroup,
+  checkKey,
+  checkLoader,
+  type KeyCandidate,
+} from './keys.js';
 import { currentScope, type LoaderContext } from './scope.js';
 import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
-import { describe, type StackCut } from './warnings.js';
+import { checkOptionNames, describe, type StackCut } from './warnings.js';
 
 const NO_CONTEXT: LoaderContext = Object.freeze({});
 
@@ -29,11 +39,53 @@ export function lookup<K extends CacheKey, T>(
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
   checkKey('getWithContextCache', key); // the same TypeError as with a cache
+  let result: T | PromiseLike<T>;
   try {
-    return Promise.resolve(loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT));
+    result = loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT);
   } catch (err) {
-    return Promise.reject(err);
+    return handled(Promise.reject(err));
   }
+  // A plain value cannot fail: only a promise needs the handler below.
+  return isThenable(result) ? handled(Promise.resolve(result)) : Promise.resolve(result);
+}
+
+/**
+ * `promise`, with a handler that makes a failure nobody awaits not an unhandled
+ * rejection, as inside a request cache (which keeps its own handler on every load); a
+ * caller that awaits it still gets the error.
+ */
+function handled<T>(promise: Promise<T>): Promise<T> {
+  promise.then(undefined, ignore);
+  return promise;
+}
+
+function ignore(): void {}
+
+/** Options of `getWithContextCache`. */
+export interface LookupOptions {
+  /**
+   * Milliseconds the loader may take. Past it the callers waiting on the load reject
+   * with a `LoadTimeoutError` naming the group, the key and the limit, the entry is
+   * dropped and the next call loads again. Default: none. (A lookup given options
+   * wraps its loader on every call; a getter made once with `contextCached(group,
+   * loader, { timeout })` does not, and suits a hot path better.)
+   */
+  timeout?: number;
+}
+
+const LOOKUP_OPTIONS = ['timeout'] as const;
+
+/** The loader of `getWithContextCache` with a `timeout` (only a load runs it). */
+function timedLoader<K extends CacheKey, T>(
+  fn: string,
+  group: string,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  timeout: number,
+): (key: K, ctx: LoaderContext) => T | PromiseLike<T> {
+  return function loadWithTimeout(this: unknown, key, ctx) {
+    const result = loader.call(this, key, ctx);
+    return isThenable(result) ? withDeadline(result, timeout, fn, group, key) : result;
+  };
 }
 
 /**
@@ -48,12 +100,44 @@ export function lookup<K extends CacheKey, T>(
  * const user = await getWithContextCache('user', id, (id, { signal }) => db.findUser(id, { signal }));
  * ```
  */
+export function getWithContextCache<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
+/** The same, for a key whose type is a type parameter (in generic code). */
 export function getWithContextCache<K extends CacheKey, T>(
   group: string,
   key: K,
   loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
+): Promise<T>;
+export function getWithContextCache<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K, ctx: LoaderContext) => T | PromiseLike<T>,
+  options?: LookupOptions,
 ): Promise<T> {
-  return lookup(group, key, loader, getWithContextCache);
+  if (options === undefined) return lookup(group, key, loader, getWithContextCache);
+  const timeout = checkLookupOptions('getWithContextCache', options);
+  checkLoader('getWithContextCache', loader);
+  return lookup(
+    group,
+    key,
+    timeout === undefined ? loader : timedLoader('getWithContextCache', group, loader, timeout),
+    getWithContextCache,
+  );
+}
+
+function checkLookupOptions(fn: string, options: unknown): number | undefined {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${fn}(): options must be an object such as { timeout: 5000 }, got ${describe(options)}.`,
+    );
+  }
+  checkOptionNames(fn, options, LOOKUP_OPTIONS);
+  return checkTimeout(fn, (options as LookupOptions).timeout);
 }
 
 /**
@@ -67,6 +151,17 @@ export function getWithContextCache<K extends CacheKey, T>(
  * const loader = getWithContextCacheSync('loaders', 'user', () => new DataLoader(batchUsers));
  * ```
  */
+export function getWithContextCacheSync<K extends KeyCandidate, T>(
+  group: string,
+  key: CheckedKey<K>,
+  loader: (key: K) => T,
+): T;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getWithContextCacheSync<K extends CacheKey, T>(
+  group: string,
+  key: K,
+  loader: (key: K) => T,
+): T;
 export function getWithContextCacheSync<K extends CacheKey, T>(
   group: string,
   key: K,
@@ -79,7 +174,9 @@ export function getWithContextCacheSync<K extends CacheKey, T>(
   checkGroup('getWithContextCacheSync', group);
   checkLoader('getWithContextCacheSync', loader);
   checkKey('getWithContextCacheSync', key);
-  return loader(key);
+  const value = loader(key);
+  if (isThenable(value)) throw asyncLoaderError(group, value);
+  return value;
 }
 
 function validateOutside(fn: string, group: unknown, key: unknown): void {
@@ -96,6 +193,9 @@ function validateOutside(fn: string, group: unknown, key: unknown): void {
  * const user = getContextData('user', 1) as User | undefined;
  * ```
  */
+export function getContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): unknown;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function getContextData(group: string, key: CacheKey): unknown;
 export function getContextData(group: string, key: CacheKey): unknown {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.getData('getContextData', group, key, getContextData);
@@ -111,6 +211,9 @@ export function getContextData(group: string, key: CacheKey): unknown {
  * if (!hasContextData('setting', 'theme')) setContextData('setting', 'theme', await loadTheme());
  * ```
  */
+export function hasContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): boolean;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function hasContextData(group: string, key: CacheKey): boolean;
 export function hasContextData(group: string, key: CacheKey): boolean {
   const cache = currentScope()?.cache;
   if (cache !== undefined) return cache.hasData('hasContextData', group, key, hasContextData);
@@ -127,6 +230,13 @@ export function hasContextData(group: string, key: CacheKey): boolean {
  * setContextData('user', user.id, user); // after loading a list, seed the per-id entries
  * ```
  */
+export function setContextData<K extends KeyCandidate>(
+  group: string,
+  key: CheckedKey<K>,
+  value: unknown,
+): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function setContextData(group: string, key: CacheKey, value: unknown): void;
 export function setContextData(group: string, key: CacheKey, value: unknown): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
@@ -146,6 +256,9 @@ export function setContextData(group: string, key: CacheKey, value: unknown): vo
  * removeContextData('user', id);
  * ```
  */
+export function removeContextData<K extends KeyCandidate>(group: string, key: CheckedKey<K>): void;
+/** The same, for a key whose type is a type parameter (in generic code). */
+export function removeContextData(group: string, key: CacheKey): void;
 export function removeContextData(group: string, key: CacheKey): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
@@ -168,15 +281,27 @@ export interface ContextCachedFunction<K extends CacheKey, T> {
   prime(key: K, value: T): void;
 }
 
-/** Options of `contextCached`. */
+/** Options of `contextCached` (and of `@cached`). */
 export interface ContextCachedOptions<T> {
   /** A shared tier behind the request cache, made by `createSharedCache()`. */
   shared?: SharedCache<T>;
+  /**
+   * Milliseconds the loader may take. Past it the callers waiting on the load reject
+   * with a `LoadTimeoutError` (code `CONTEXT_CACHE_LOAD_TIMEOUT`) naming the group, the
+   * key and the limit; the entry is dropped and the next call loads again (with a
+   * shared tier, the shared load fails too, so other requests load again as well).
+   * Default: none.
+   */
+  timeout?: number;
 }
+
+const CACHED_OPTIONS = ['shared', 'timeout'] as const;
 
 /**
  * Wrap a repository getter: the returned function loads each key once per request,
  * reading the request cache first, then the shared tier (if given), then `loader`.
+ * Inside `withTransaction(tx, fn)` the loader receives the transaction as
+ * `ctx.transaction`, and the shared tier is neither read nor written.
  *
  * @example
  * ```ts
@@ -192,34 +317,52 @@ export function contextCached<K extends CacheKey, T>(
 ): ContextCachedFunction<K, T> {
   checkGroup('contextCached', group);
   checkLoader('contextCached', loader);
-  const { view, invalidate, prime } = groupTiers('contextCached', group, options);
-  const load: (key: K, ctx: LoaderContext) => T | PromiseLike<T> =
-    view === undefined
-      ? loader
-      : (key) => view.getOrLoad(key, loader as (key: CacheKey, ctx: LoaderContext) => T);
+  const tiers = groupTiers('contextCached', group, options);
+  claimGroup('contextCached', group, loader, contextCached);
+  const load = tiers.load(loader);
   const cached = (key: K): Promise<T> => lookup(group, key, load, cached);
-  cached.invalidate = invalidate;
-  cached.prime = prime;
+  cached.invalidate = tiers.invalidate;
+  cached.prime = tiers.prime;
   return cached;
 }
+
+/** A loader as the tiers call it: `this` is a decorated method's instance. */
+export type TierLoader<K, T> = (key: K, ctx: LoaderContext) => T | PromiseLike<T>;
 
 /** The shared view of a group (if any) and its `invalidate` and `prime`. */
 export interface GroupTiers<T> {
   readonly view: SharedGroupView<T> | undefined;
+  /** The load timeout in ms, if any. */
+  readonly timeout: number | undefined;
+  /**
+   * What runs on a request-cache miss: `loader` (called with the same `this`), behind
+   * the shared tier unless inside a transaction, under the timeout if any.
+   */
+  load<K extends CacheKey>(loader: TierLoader<K, T>): TierLoader<K, T>;
   invalidate(key: CacheKey): Promise<void>;
   prime(key: CacheKey, value: T): void;
 }
 
 /**
- * What `contextCached` and `@cached` share: the group's view of `options.shared`
- * (checked), and `invalidate` / `prime` over both tiers. `fn` names the caller in errors.
+ * What `contextCached` and `@cached` share: the options (checked by name), the group's
+ * view of `options.shared`, the load through the tiers, and `invalidate` / `prime` over
+ * both tiers. `fn` names the caller in errors.
  */
 export function groupTiers<T>(
   fn: string,
   group: string,
   options: ContextCachedOptions<T> | undefined,
 ): GroupTiers<T> {
+  if (options !== undefined) {
+    if (typeof options !== 'object' || options === null) {
+      throw new TypeError(
+        `${fn}(): options must be an object such as { shared, timeout: 5000 }, got ${describe(options)}.`,
+      );
+    }
+    checkOptionNames(fn, options, CACHED_OPTIONS);
+  }
   const shared = options?.shared;
+  const timeout = checkTimeout(fn, options?.timeout);
   let view: SharedGroupView<T> | undefined;
   if (shared !== undefined) {
     if (typeof shared !== 'object' || shared === null || typeof shared[GROUP_VIEW] !== 'function') {
@@ -231,6 +374,19 @@ export function groupTiers<T>(
   }
   return {
     view,
+    timeout,
+    load<K extends CacheKey>(loader: TierLoader<K, T>): TierLoader<K, T> {
+      const timed: TierLoader<K, T> =
+        timeout === undefined ? loader : timedLoader(fn, group, loader, timeout);
+      if (view === undefined) return timed;
+      const shared = view;
+      return function loadThroughShared(this: unknown, key, ctx) {
+        // A transaction's reads may see its own uncommitted writes: never share them.
+        if (ctx.transaction !== undefined) return timed.call(this, key, ctx);
+        // The shared load's own signal: it aborts only when every waiter has gone.
+        return shared.getOrLoad(key, (k, sharedCtx) => timed.call(this, k as K, sharedCtx));
+      };
+    },
     invalidate(key) {
       removeContextData(group, key);
       return view === undefined ? Promise.resolve() : view.delete(key);

@@ -190,7 +190,9 @@ describe('misuse', () => {
       ),
     );
     expect(() => cached('user', 5 as never)).toThrow(
-      new TypeError('cached(): options must be an object such as { shared }, got a number (5).'),
+      new TypeError(
+        'cached(): options must be an object such as { shared, timeout: 5000 }, got a number (5).',
+      ),
     );
   });
 

@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { getContextCache, getWithContextCache, withCacheContext } from '../src/index.js';
+import {
+  contextCached,
+  getContextCache,
+  getWithContextCache,
+  withCacheContext,
+} from '../src/index.js';
 import { collected } from './helpers/async.js';
+
+/** Keep `value` in the request cache (what a page would have loaded). */
+function setContextDataLike(value: object): void {
+  void getWithContextCache('gc-value', 1, () => value);
+}
 
 describe('a finished request', () => {
   it('is collectable: nothing the cache created (clock timer, promise chains) holds it', async () => {
@@ -32,6 +42,24 @@ describe('a finished request', () => {
     });
     expect(await collected(ref)).toBe(true);
     expect(cache).toBeDefined();
+  });
+
+  it('is collectable while a getter timeout is still pending on a load that never settles', async () => {
+    // The load's timer is armed for a minute; the request is over long before. Neither
+    // the timer nor its callback may hold the request's scope, cache or values.
+    const hang = contextCached('gc-timeout', () => new Promise<object>(() => {}), {
+      timeout: 60_000,
+    });
+    const refs = await withCacheContext(async () => {
+      const value = { big: new Array(1000).fill(1) };
+      setContextDataLike(value);
+      void hang(1).catch(() => {});
+      const cache = getContextCache();
+      cache?.end();
+      return { cache: new WeakRef(cache as object), value: new WeakRef(value) };
+    });
+    expect(await collected(refs.cache)).toBe(true);
+    expect(await collected(refs.value)).toBe(true);
   });
 
   it('control: a live reference keeps it (the check can fail)', async () => {

@@ -16,7 +16,7 @@ import {
   getContextCache,
   withCacheContext,
 } from '../index.js';
-import { describe, isCount, isDuration } from '../warnings.js';
+import { checkOptionNames, describe, isCount, isDuration } from '../warnings.js';
 
 /** Options every adapter takes; `Req` is the framework's own request object. */
 export interface AdapterOptions<Req> {
@@ -57,8 +57,42 @@ export const RESPONSE_FINISHED = 'context-cache: the response finished';
 /** Code of the warning emitted when an `onEnd` callback throws. */
 export const ON_END_FAILED = 'CONTEXT_CACHE_ON_END_FAILED';
 
-/** Check an adapter's options (the factory's `options` argument) and settle defaults. */
-export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings<Req> {
+/** The options every adapter knows. */
+export const ADAPTER_OPTIONS = ['lifetime', 'maxEntries', 'serverTiming', 'onEnd'] as const;
+
+/**
+ * Whether `value` is a request the framework handed to a mounted function (a Node
+ * `IncomingMessage`, an Express `req`, a Koa `ctx`, a Hono `c`): what the factory
+ * receives when it is mounted itself (`app.use(contextCache)`) instead of its result.
+ */
+export function isRequestLike(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  return 'req' in value || ('method' in value && 'headers' in value);
+}
+
+/**
+ * The TypeError for an adapter factory mounted without being called: `mounted` is what
+ * the user wrote, `right` the line to write instead.
+ */
+export function mountedFactoryError(mounted: string, right: string): TypeError {
+  return new TypeError(
+    `contextCache was mounted itself: ${mounted} hands it every request, and it is the ` +
+      `factory of the middleware, not the middleware. Call it once where it is mounted: ${right}.`,
+  );
+}
+
+/**
+ * Check an adapter's options (the factory's `options` argument) and settle defaults.
+ * `usage` is the right way to mount this adapter, shown when the factory itself was
+ * mounted (it then receives a request as `options`); `extra` names options beyond
+ * the common ones (node:http's `onError`, Fastify's own `register` options).
+ */
+export function checkAdapterOptions<Req>(
+  fn: string,
+  options: unknown,
+  usage?: { mounted: string; right: string },
+  extra: readonly string[] = [],
+): Settings<Req> {
   if (options === undefined) {
     return {
       lifetime: DEFAULT_LIFETIME,
@@ -72,6 +106,14 @@ export function checkAdapterOptions<Req>(fn: string, options: unknown): Settings
       `${fn}(): options must be an object such as { serverTiming: true }, got ${describe(options)}.`,
     );
   }
+  if (usage !== undefined && isRequestLike(options)) {
+    throw mountedFactoryError(usage.mounted, usage.right);
+  }
+  checkOptionNames(
+    fn,
+    options,
+    extra.length === 0 ? ADAPTER_OPTIONS : [...ADAPTER_OPTIONS, ...extra],
+  );
   const { lifetime, maxEntries, serverTiming, onEnd } = options as Record<string, unknown>;
   if (lifetime !== undefined && !isDuration(lifetime)) {
     throw new TypeError(

@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { detach } from '../background.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
-import { describe, warn } from '../warnings.js';
+import { checkOptionNames, describe, warn } from '../warnings.js';
 import {
   GROUP_VIEW,
   type SharedCache,
@@ -157,6 +157,21 @@ function hasMethods(value: unknown, names: readonly string[]): boolean {
   return names.every((name) => typeof record[name] === 'function');
 }
 
+const SHARED_OPTIONS = [
+  'store',
+  'ttl',
+  'namespace',
+  'serializer',
+  'readTimeout',
+  'writeTimeout',
+  'maxValueBytes',
+  'lock',
+  'onError',
+  'onRecover',
+] as const;
+const LOCK_OPTIONS = ['ttl', 'wait'] as const;
+const SET_OPTIONS = ['ttl'] as const;
+
 function checkOptions(options: unknown): asserts options is SharedCacheOptions {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(
@@ -164,6 +179,7 @@ function checkOptions(options: unknown): asserts options is SharedCacheOptions {
         `got ${describe(options)}.`,
     );
   }
+  checkOptionNames('createSharedCache', options, SHARED_OPTIONS);
   const o = options as Record<string, unknown>;
   if (!hasMethods(o.store, ['get', 'set', 'delete', 'close'])) {
     throw new TypeError(
@@ -210,6 +226,7 @@ function checkOptions(options: unknown): asserts options is SharedCacheOptions {
           `got ${describe(o.lock)}.`,
       );
     }
+    checkOptionNames('createSharedCache', lock, LOCK_OPTIONS, 'options.lock');
     if (!hasMethods(o.store, ['lock', 'unlock'])) {
       throw new TypeError(
         'createSharedCache(): options.lock needs a store with lock() and unlock(), such as redisStore() or tieredStore(); ' +
@@ -233,6 +250,7 @@ function checkSetOptions(fn: string, options: unknown): number | undefined {
       `${fn}(): options must be an object such as { ttl: 60_000 }, got ${describe(options)}.`,
     );
   }
+  checkOptionNames(fn, options, SET_OPTIONS);
   const { ttl } = options as Record<string, unknown>;
   if (ttl === undefined) return undefined;
   if (typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl)) return ttl;

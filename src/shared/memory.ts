@@ -4,7 +4,7 @@
  */
 
 import { LRUCache } from 'lru-cache';
-import { describe } from '../warnings.js';
+import { checkOptionNames, describe } from '../warnings.js';
 import type { Store, StoreValue } from './types.js';
 
 /** Options of `memoryStore`. */
@@ -37,6 +37,7 @@ function checkOptions(options: unknown): asserts options is MemoryStoreOptions {
       `memoryStore(): options must be an object such as { max: 10_000, ttl: 60_000 }, got ${describe(options)}.`,
     );
   }
+  checkOptionNames('memoryStore', options, ['max', 'ttl']);
   const { max, ttl } = options as Record<string, unknown>;
   if (!(typeof max === 'number' && Number.isInteger(max) && max >= 1)) {
     throw new TypeError(

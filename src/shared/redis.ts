@@ -7,7 +7,7 @@
  */
 
 import { Redis } from 'ioredis';
-import { describe } from '../warnings.js';
+import { checkOptionNames, describe } from '../warnings.js';
 import type { MemoryStore } from './memory.js';
 import type { Store, StoreValue } from './types.js';
 
@@ -120,6 +120,9 @@ function ignore(): void {}
  * ```
  */
 export function redisStore(options: RedisStoreOptions): RedisStore {
+  if (typeof options === 'object' && options !== null) {
+    checkOptionNames('redisStore', options, ['client', 'url']);
+  }
   const given = (options as { client?: unknown } | undefined)?.client;
   const url = (options as { url?: unknown } | undefined)?.url;
   let client: RedisClient;
@@ -222,6 +225,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
         `got ${describe(options)}.`,
     );
   }
+  checkOptionNames('tieredStore', options, ['l1', 'l2', 'channel']);
   const { l1, l2 } = options;
   const channel = options.channel ?? DEFAULT_CHANNEL;
   if (!isMemoryStore(l1) || !(typeof l1.ttl === 'number' && l1.ttl > 0)) {

@@ -80,5 +80,16 @@ expressAdapter.contextCache({ serverTiming: 'yes' });
 koaAdapter.contextCache({ maxEntry: 10 });
 // @ts-expect-error onEnd receives the stats first
 honoAdapter.contextCache({ onEnd: (c: HonoContext) => c.req.path });
-// @ts-expect-error the node:http adapter wraps a handler: pass it first
-httpAdapter.contextCache({ serverTiming: true });
+// @ts-expect-error the node:http adapter wraps a handler: options alone are no listener
+createServer(httpAdapter.contextCache({ serverTiming: true }));
+// @ts-expect-error the factory itself is no listener: createServer(contextCache) is rejected
+createServer(httpAdapter.contextCache);
+// @ts-expect-error the Hono factory itself is no middleware: app.use(contextCache) is rejected
+new Hono().use(honoAdapter.contextCache);
+// @ts-expect-error the Fastify plugin is registered, not called: app.register(contextCache())
+Fastify().register(fastifyAdapter.contextCache());
+// Express and Koa cannot reject app.use(contextCache) in their types (Express's app.use
+// also takes error handlers, whose first parameter is `any`; Koa infers its context
+// type from the middleware): the first request answers it with a TypeError instead.
+express().use(expressAdapter.contextCache);
+new Koa().use(koaAdapter.contextCache);

@@ -22,6 +22,7 @@ import {
   setContextData,
   withCacheContext,
   withNoCacheContext,
+  withTransaction,
 } from '../../src/index.js';
 
 interface User {
@@ -166,3 +167,38 @@ const pool = createBackgroundPool({ concurrency: 4 });
 expectTypeOf(pool.running).toBeNumber();
 // @ts-expect-error timeout is a number of milliseconds
 detach(async () => 1, { timeout: '5s' });
+
+// Keys that are not cache keys read as what to pass instead (see test/type-messages.test.ts).
+// @ts-expect-error a Date is not a cache key: pass date.getTime()
+getWithContextCache('day', new Date(), async () => 1);
+// @ts-expect-error an object is not a cache key: pass its id
+getContextData('user', { id: 1 });
+// @ts-expect-error nor is an array holding one
+hasContextData('pair', [1, new Date()]);
+// Generic code over cache keys still compiles.
+function readAny<K extends CacheKey>(key: K): unknown {
+  setContextData('any', key, 1);
+  return getWithContextCacheSync('any', key, (k) => k);
+}
+readAny(['a', 1]);
+// Literal keys stay literal.
+expectTypeOf(getWithContextCache('user', 7, async (id) => id)).toEqualTypeOf<Promise<7>>();
+
+// Options: timeout on getters and lookups; an unknown option does not compile.
+contextCached('user', (id: number) => findUser(id), { timeout: 2000 });
+getWithContextCache('user', 1, (id) => findUser(id), { timeout: 2000 });
+// @ts-expect-error lifetimeMs is not an option of withCacheContext (lifetime is)
+withCacheContext(() => 1, { lifetimeMs: 1000 });
+// @ts-expect-error ttl belongs to the shared cache, not to the getter
+contextCached('user', (id: number) => findUser(id), { ttl: 1000 });
+
+// Transactions: the loader context carries it, typed unknown (narrow it to your driver's).
+declare const tx: { query(sql: string): Promise<unknown[]> };
+const inTx = withTransaction(tx, async () => getUser(1));
+expectTypeOf(inTx).toEqualTypeOf<Promise<User>>();
+contextCached('user', (id: number, { transaction }) => {
+  expectTypeOf(transaction).toEqualTypeOf<unknown>();
+  return findUser(id);
+});
+// @ts-expect-error a transaction is required
+withTransaction(undefined, () => 1);

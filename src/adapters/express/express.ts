@@ -4,6 +4,11 @@ import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecyc
 /** Options of the Express middleware; `onEnd` receives Express's `req`. */
 export type Options = AdapterOptions<Request>;
 
+const EXPRESS_USAGE = {
+  mounted: 'app.use(contextCache)',
+  right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
+};
+
 /** The middleware `contextCache()` returns (Express 4 and 5). */
 export type ContextCacheMiddleware = (req: Request, res: Response, next: NextFunction) => void;
 
@@ -24,7 +29,9 @@ export type ContextCacheMiddleware = (req: Request, res: Response, next: NextFun
  * ```
  */
 export function contextCache(options?: Options): ContextCacheMiddleware {
-  const settings = checkAdapterOptions<Request>('contextCache', options);
+  // Mounted itself (`app.use(contextCache)`), this runs per request with `req` as
+  // `options`: the TypeError goes to Express's error handling (a 500, logged).
+  const settings = checkAdapterOptions<Request>('contextCache', options, EXPRESS_USAGE);
   return function contextCacheMiddleware(req, res, next) {
     runRequest(res, req, settings, next);
   };

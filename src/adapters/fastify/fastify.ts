@@ -1,5 +1,5 @@
-import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
-import fp from 'fastify-plugin';
+import type { FastifyInstance, FastifyPluginCallback, FastifyRequest } from 'fastify';
+import { describe } from '../../warnings.js';
 import {
   type AdapterOptions,
   checkAdapterOptions,
@@ -10,12 +10,38 @@ import {
 /** Options of the Fastify plugin; `onEnd` receives Fastify's `request`. */
 export type Options = AdapterOptions<FastifyRequest>;
 
-const plugin: FastifyPluginCallback<Options> = (fastify, options, done) => {
+/** What Fastify itself reads from the object given to `register()`, besides ours. */
+const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'] as const;
+
+function isFastify(value: unknown): value is FastifyInstance {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { addHook?: unknown }).addHook === 'function'
+  );
+}
+
+const plugin: FastifyPluginCallback<Options> = function contextCache(fastify, options, done) {
+  // Called by hand (`app.register(contextCache())`, `contextCache({ ... })`) rather than
+  // by register(): say how to register it, at the line that called it.
+  if (!isFastify(fastify) || typeof done !== 'function') {
+    throw new TypeError(
+      'contextCache is a Fastify plugin, not a function that makes one: register it ' +
+        'without calling it, as await app.register(contextCache) or ' +
+        'await app.register(contextCache, { serverTiming: true }). ' +
+        `It was called with ${describe(fastify)}.`,
+    );
+  }
   // Fastify hands the plugin the object given to register(), possibly with its own keys
-  // (prefix, logLevel); only ours are checked.
+  // (prefix, logLevel); those are allowed, any other unknown key is an error.
   let settings: Settings<FastifyRequest>;
   try {
-    settings = checkAdapterOptions<FastifyRequest>('contextCache', options);
+    settings = checkAdapterOptions<FastifyRequest>(
+      'contextCache',
+      options,
+      undefined,
+      REGISTER_OPTIONS,
+    );
   } catch (err) {
     done(err as Error);
     return;
@@ -27,15 +53,25 @@ const plugin: FastifyPluginCallback<Options> = (fastify, options, done) => {
   fastify.addHook('onRequest', function contextCacheOnRequest(request, reply, next) {
     runRequest(reply.raw, request, settings, next);
   });
-
   done();
 };
+
+// What fastify-plugin would set, set here so that no app (an Express one included)
+// installs it: `skip-override` makes the hook apply to the whole app rather than to
+// the encapsulation context the plugin is registered in, the display name shows in
+// Fastify's plugin tree and errors, and `plugin-meta` lets Fastify check its version
+// and lets other plugins declare a dependency on 'context-cache'.
+const meta = plugin as unknown as Record<symbol, unknown>;
+meta[Symbol.for('skip-override')] = true;
+meta[Symbol.for('fastify.display-name')] = 'context-cache';
+meta[Symbol.for('plugin-meta')] = { name: 'context-cache', fastify: '5.x' };
 
 /**
  * Fastify plugin that gives every request its own cache. It applies to the whole app
  * (not only the encapsulation context it is registered in), and the scope is visible in
  * every hook from `onRequest` to `onSend`, in body parsers' aftermath and in async
- * handlers. Register it before the hooks that should see the cache.
+ * handlers. Register it before the hooks that should see the cache; register it, do not
+ * call it.
  *
  * @example
  * ```ts
@@ -47,7 +83,4 @@ const plugin: FastifyPluginCallback<Options> = (fastify, options, done) => {
  * app.get('/users/:id', async (request) => getUser((request.params as { id: string }).id));
  * ```
  */
-export const contextCache: FastifyPluginCallback<Options> = fp(plugin, {
-  name: 'context-cache',
-  fastify: '5.x',
-});
+export const contextCache: FastifyPluginCallback<Options> = plugin;

@@ -13,6 +13,11 @@ import {
 /** Options of the Hono middleware; `onEnd` receives Hono's `c`. */
 export type Options = AdapterOptions<Context>;
 
+const HONO_USAGE = {
+  mounted: 'app.use(contextCache)',
+  right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
+};
+
 /** The Node response `@hono/node-server` passes as `c.env.outgoing`, if any. */
 function nodeResponse(c: Context): ServerResponse | undefined {
   const env: unknown = c.env;
@@ -41,7 +46,9 @@ function nodeResponse(c: Context): ServerResponse | undefined {
  * ```
  */
 export function contextCache(options?: Options): MiddlewareHandler {
-  const settings = checkAdapterOptions<Context>('contextCache', options);
+  // Mounted itself (`app.use(contextCache)`), this runs per request with `c` as
+  // `options`: the TypeError goes to Hono's onError (a 500, logged by default).
+  const settings = checkAdapterOptions<Context>('contextCache', options, HONO_USAGE);
   return async function contextCacheMiddleware(c, next) {
     const res = nodeResponse(c);
     if (res !== undefined) return runRequest(res, c, settings, next);

@@ -1,6 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe } from '../../warnings.js';
-import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecycle.js';
+import {
+  type AdapterOptions,
+  checkAdapterOptions,
+  isRequestLike,
+  mountedFactoryError,
+  runRequest,
+} from '../lifecycle.js';
 
 /** Options of the node:http wrapper; `onEnd` and `onError` receive the `req`. */
 export interface Options extends AdapterOptions<IncomingMessage> {
@@ -14,6 +20,16 @@ export interface Options extends AdapterOptions<IncomingMessage> {
 
 /** A `node:http` request listener, as the handler and as what `contextCache` returns. */
 export type Handler = (req: IncomingMessage, res: ServerResponse) => unknown;
+
+/** What `contextCache` returns: the listener to give `createServer`. */
+export type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * The type of `contextCache(options)` called without a handler (it throws a TypeError
+ * at run time): a text that fails where a listener is expected, saying what to write.
+ */
+export type HandlerMissing =
+  'contextCache(handler, options) wraps your request listener: createServer(contextCache((req, res) => { ... }, options))';
 
 /**
  * Wrap a `node:http` request listener so every request runs with its own cache. The
@@ -35,16 +51,26 @@ export type Handler = (req: IncomingMessage, res: ServerResponse) => unknown;
  * ).listen(3000);
  * ```
  */
+export function contextCache(options: Options): HandlerMissing;
+export function contextCache(handler: Handler, options?: Options): Listener;
 export function contextCache(
-  handler: Handler,
+  handler: Handler | Options,
   options?: Options,
-): (req: IncomingMessage, res: ServerResponse) => void {
+): Listener | HandlerMissing {
   if (typeof handler !== 'function') {
+    if (isRequestLike(handler) && isResponse(options)) {
+      // `createServer(contextCache)`: this runs per request, inside the server's
+      // 'request' event, where a throw would crash the process. Answer this request.
+      answerMounted(options);
+      return ignore;
+    }
     throw new TypeError(
       `contextCache(): handler must be a request listener such as (req, res) => res.end('ok'), got ${describe(handler)}.`,
     );
   }
-  const settings = checkAdapterOptions<IncomingMessage>('contextCache', options);
+  const settings = checkAdapterOptions<IncomingMessage>('contextCache', options, undefined, [
+    'onError',
+  ]);
   const onError = options?.onError;
   if (onError !== undefined && typeof onError !== 'function') {
     throw new TypeError(
@@ -86,6 +112,40 @@ export function contextCache(
       if (isThenable(result)) result.then(undefined, fail);
     });
   };
+}
+
+function ignore(): void {}
+
+function isResponse(value: unknown): value is ServerResponse {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as ServerResponse).writeHead === 'function' &&
+    typeof (value as ServerResponse).end === 'function'
+  );
+}
+
+/** Log the mistake and answer 500 with the line to write instead. */
+function answerMounted(res: ServerResponse): void {
+  const err = mountedFactoryError(
+    'createServer(contextCache)',
+    'createServer(contextCache((req, res) => { ... }, { serverTiming: true })) — it wraps your request listener',
+  );
+  console.error(err);
+  try {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = `Internal Server Error\n\n${err.message}\n`;
+    res.writeHead(500, {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  } catch {
+    res.destroy();
+  }
 }
 
 function defaultOnError(err: unknown): void {

@@ -1,1 +1,7 @@
-export { contextCache, type Handler, type Options } from './http.js';
+export {
+  contextCache,
+  type Handler,
+  type HandlerMissing,
+  type Listener,
+  type Options,
+} from './http.js';

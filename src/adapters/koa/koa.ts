@@ -4,6 +4,11 @@ import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecyc
 /** Options of the Koa middleware; `onEnd` receives Koa's `ctx`. */
 export type Options = AdapterOptions<Context>;
 
+const KOA_USAGE = {
+  mounted: 'app.use(contextCache)',
+  right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
+};
+
 /**
  * Koa middleware (Koa 3 and 2) that gives every request its own cache. Mount it first,
  * before the middleware that should see the cache. The cache ends once the response
@@ -23,7 +28,9 @@ export type Options = AdapterOptions<Context>;
  * ```
  */
 export function contextCache(options?: Options): Middleware {
-  const settings = checkAdapterOptions<Context>('contextCache', options);
+  // Mounted itself (`app.use(contextCache)`), this runs per request with `ctx` as
+  // `options`: the TypeError goes to Koa's error handling (a 500, logged by app.onerror).
+  const settings = checkAdapterOptions<Context>('contextCache', options, KOA_USAGE);
   return function contextCacheMiddleware(ctx, next) {
     return runRequest(ctx.res, ctx, settings, next);
   };

@@ -11,8 +11,8 @@ describe('ContextCacheModule.forRoot(options)', () => {
   it('checks each option by name, so a misspelt one is not silently ignored', () => {
     expect(() => ContextCacheModule.forRoot({ serverTimings: true } as never)).toThrow(
       new TypeError(
-        'ContextCacheModule.forRoot(): options.serverTimings is not an option, got a boolean (true). ' +
-          'Pass only lifetime, maxEntries, serverTiming, onEnd.',
+        "ContextCacheModule.forRoot(): unknown option options.serverTimings (did you mean 'serverTiming'?). " +
+          "The known options are 'lifetime', 'maxEntries', 'serverTiming' or 'onEnd'.",
       ),
     );
   });

@@ -8,7 +8,6 @@ import {
   type NestModule,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import { describe } from '../../warnings.js';
 import {
   type AdapterOptions,
   checkAdapterOptions,
@@ -23,9 +22,6 @@ import {
  */
 export type Options = AdapterOptions<IncomingMessage>;
 
-/** The option names `forRoot()` knows, to name a misspelt one. */
-const OPTION_NAMES = ['lifetime', 'maxEntries', 'serverTiming', 'onEnd'] as const;
-
 /** Token of the module's settings, one per `forRoot()`. */
 const SETTINGS = Symbol('context-cache.nestjs.settings');
 
@@ -35,25 +31,6 @@ type Middleware = (
   res: ServerResponse,
   next: (error?: unknown) => void,
 ) => void;
-
-/**
- * Check `forRoot()`'s options: each by name (an unknown name is a mistake such as
- * `serverTimings`, which would otherwise do nothing), then as every adapter does.
- */
-function checkOptions(options: unknown): Settings<IncomingMessage> {
-  const fn = 'ContextCacheModule.forRoot';
-  if (typeof options === 'object' && options !== null) {
-    for (const name of Object.keys(options)) {
-      if (!(OPTION_NAMES as readonly string[]).includes(name)) {
-        throw new TypeError(
-          `${fn}(): options.${name} is not an option, got ${describe((options as Record<string, unknown>)[name])}. ` +
-            `Pass only ${OPTION_NAMES.join(', ')}.`,
-        );
-      }
-    }
-  }
-  return checkAdapterOptions<IncomingMessage>(fn, options);
-}
 
 /**
  * A global Nest module that gives every HTTP request its own cache, on the Express and
@@ -102,7 +79,8 @@ export class ContextCacheModule implements NestModule {
    * ```
    */
   static forRoot(options?: Options): DynamicModule {
-    const settings = checkOptions(options);
+    // Checked now, each by name: a misspelt `serverTimings` would otherwise do nothing.
+    const settings = checkAdapterOptions<IncomingMessage>('ContextCacheModule.forRoot', options);
     return {
       module: ContextCacheModule,
       global: true,
