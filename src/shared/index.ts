@@ -4,13 +4,18 @@
  * `getOrLoad` never makes a caller wait on, or fail because of, the store: reads are
  * cut at `readTimeout` (a slow store is a miss), write-backs run detached with their
  * own `writeTimeout`, and a store fault is reported once per outage (`onError`, then
- * `onRecover`) instead of being thrown. Loads of one key are shared by every request of
- * this process (singleflight); a request that goes away leaves the load to the others,
- * and the load's signal aborts only when nobody waits for it any more.
+ * `onRecover`) instead of being thrown. During an outage the store is not waited on: a
+ * client that reports itself disconnected is not asked at all, and after a failure the
+ * store is skipped for a backoff window (1 s doubling to 30 s) but for one probe. Loads
+ * of one key are shared by every request of this process (singleflight); a request that
+ * goes away leaves the load to the others, and the load's signal aborts only when nobody
+ * waits for it any more. Every write carries the time its load started, and the store
+ * keeps the value of the load that started last.
  */
 
 import { randomUUID } from 'node:crypto';
 import { detach } from '../background.js';
+import { now } from '../clock.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { checkOptionNames, describe, warn } from '../warnings.js';
@@ -22,6 +27,7 @@ import {
   type Store,
   type StoreValue,
 } from './types.js';
+import { frame, nextVersion, payloadOf } from './version.js';
 
 /** Turns the value envelope into what the store keeps, and back. */
 export interface Serializer {
@@ -84,6 +90,21 @@ export const STORE_DOWN = 'CONTEXT_CACHE_STORE_DOWN';
 /** Code of the warning, once per cache, for a loaded value that could not be stored. */
 export const NOT_STORED = 'CONTEXT_CACHE_NOT_STORED';
 
+/** First backoff window of an outage, in ms: store operations are skipped but one probe. */
+export const FIRST_BACKOFF = 1000;
+/** The window doubles after each failed probe up to this, in ms. */
+export const MAX_BACKOFF = 30_000;
+
+/**
+ * The error of a store operation that was not attempted: the store's client reports
+ * itself disconnected, or an outage's backoff window is open. `cause` is the client's
+ * own error (such as `ECONNREFUSED`) or the failure that started the outage.
+ */
+class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+  readonly code = 'CONTEXT_CACHE_STORE_UNAVAILABLE';
+}
+
 /** The error of a store operation cut at its time limit. */
 class StoreTimeoutError extends Error {
   override readonly name = 'StoreTimeoutError';
@@ -115,6 +136,8 @@ function byteLength(value: StoreValue): number {
   return typeof value === 'string' ? Buffer.byteLength(value) : value.byteLength;
 }
 
+function ignore(): void {}
+
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
@@ -123,6 +146,8 @@ const NEVER_ABORTED = new AbortController().signal;
 
 interface Flight<V> {
   readonly key: string;
+  /** When the load started: the version its value is stored with. */
+  readonly version: number;
   readonly controller: AbortController;
   promise: Promise<V>;
   waiters: number;
@@ -315,16 +340,36 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   let opCount = 0;
   /** Operations numbered up to this one started before the last recovery. */
   let recoveredAt = 0;
+  // The circuit breaker: during an outage, operations are skipped until `windowEnd`,
+  // then one probe is sent; a failed probe doubles the window (up to MAX_BACKOFF).
+  let backoff = FIRST_BACKOFF;
+  let windowEnd = 0;
+  let probing = false;
+  /** What failed first in this outage: the cause of the operations skipped meanwhile. */
+  let outageCause: Error | undefined;
+  /** The store's connection count when last seen connected: a larger one is a reconnection. */
+  let connections = 0;
   let warnedNotStored = false;
   let closing: Promise<void> | undefined;
 
   // --- outages -------------------------------------------------------------------
 
-  function failed(err: Error, op: string, key: string, seq: number): void {
+  function failed(err: Error, op: string, key: string, seq: number, probe = false): void {
+    if (probe) {
+      probing = false;
+      if (down) {
+        backoff = Math.min(backoff * 2, MAX_BACKOFF);
+        windowEnd = now() + backoff;
+        return;
+      }
+    }
     // An operation that started before the last recovery belongs to the outage that
     // already ended: its late failure does not open a new one.
     if (down || seq <= recoveredAt) return;
     down = true;
+    outageCause = err;
+    backoff = FIRST_BACKOFF;
+    windowEnd = now() + backoff;
     try {
       if (onError !== undefined) onError(err, { op, key });
       else {
@@ -339,9 +384,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     }
   }
 
-  function succeeded(): void {
+  function succeeded(probe = false): void {
+    if (probe) probing = false;
     if (!down) return;
     down = false;
+    outageCause = undefined;
     recoveredAt = opCount;
     try {
       onRecover?.();
@@ -356,6 +403,33 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
    */
   function op<T>(name: string, key: string, limit: number, run: () => Promise<T>): Promise<T> {
     const seq = ++opCount;
+    // A client that says it is not connected is not waited on (nor its offline queue
+    // fed): the operation fails at once with the client's own cause.
+    const health = store.connection?.();
+    if (health instanceof Error) {
+      const err = new StoreUnavailableError(
+        `The shared store's client is not connected (${health.message}); ${name} "${key}" was not sent.`,
+        { cause: health },
+      );
+      failed(err, name, key, seq);
+      return Promise.reject(err);
+    }
+    let probe = false;
+    if (down) {
+      const reconnected = health !== undefined && health > connections;
+      if (!reconnected && (probing || now() < windowEnd)) {
+        return Promise.reject(
+          new StoreUnavailableError(
+            `The shared store is down (${outageCause?.message ?? 'unknown cause'}); ${name} "${key}" was not attempted.`,
+            { cause: outageCause },
+          ),
+        );
+      }
+      // The window is over, or the client is connected again: this operation probes.
+      probe = true;
+      probing = true;
+    }
+    if (health !== undefined) connections = health;
     return outsideScope(
       () =>
         new Promise<T>((resolve, reject) => {
@@ -366,7 +440,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
             const err = new StoreTimeoutError(
               `The shared store did not answer ${name} "${key}" within ${limit} ms.`,
             );
-            failed(err, name, key, seq);
+            failed(err, name, key, seq, probe);
             reject(err);
           };
           // Timers run before I/O in each turn of the event loop: after the process was
@@ -385,7 +459,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
               if (settled) return;
               settled = true;
               clearTimeout(timer);
-              succeeded();
+              succeeded(probe);
               resolve(value);
             },
             (err: unknown) => {
@@ -393,7 +467,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
               settled = true;
               clearTimeout(timer);
               const error = toError(err);
-              failed(error, name, key, seq);
+              failed(error, name, key, seq, probe);
               reject(error);
             },
           );
@@ -411,11 +485,14 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   // --- values --------------------------------------------------------------------
 
-  /** The value in `raw`, or `MISS` when it does not decode to an envelope. */
+  /** The value in `raw`, or `MISS` when it has no version header or does not decode. */
   function decode(raw: StoreValue): unknown {
+    // A value without a header was written before versions (or by someone else).
+    const payload = payloadOf(raw);
+    if (payload === undefined) return MISS;
     let data: unknown;
     try {
-      data = serializer.decode(raw);
+      data = serializer.decode(payload);
     } catch {
       return MISS;
     }
@@ -482,8 +559,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
-  /** Encode for storage: the encoded value, or the reason it cannot be stored. */
-  function encode(value: unknown): StoreValue | Error {
+  /**
+   * Encode for storage, behind the header of `version` (when the value's load started):
+   * the stored bytes, or the reason the value cannot be stored.
+   */
+  function encode(value: unknown, version: number): StoreValue | Error {
     let encoded: StoreValue;
     try {
       encoded = serializer.encode(envelope(value));
@@ -501,14 +581,15 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         `the encoded value is ${size} bytes, over maxValueBytes (${maxValueBytes}); raise maxValueBytes or cache less`,
       );
     }
-    return encoded;
+    return frame(version, encoded);
   }
 
   // --- loads ---------------------------------------------------------------------
 
   function lockKey(key: string): string {
-    // 'lock:' can never start an encoded key (they start with s, n, b, t, f, u, z or a).
-    return `${prefix}lock:${key.slice(prefix.length)}`;
+    // The entry's key plus a suffix: the same `{...}` hash tag, so the same Redis Cluster
+    // slot. Entry keys end with '}', so no entry is ever named like a lock.
+    return `${key}:lock`;
   }
 
   /**
@@ -559,7 +640,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   }
 
   function writeBack(flight: Flight<V>, value: V, ttl: number, lockName?: string, token?: string) {
-    const encoded = encode(value);
+    const encoded = encode(value, flight.version);
     if (encoded instanceof Error) {
       notStored(flight.key, encoded.message);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
@@ -570,7 +651,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         try {
           // A set or delete of this key after the load started wins over the load.
           if (!flight.superseded) {
-            await op('set', flight.key, writeTimeout, () => store.set(flight.key, encoded, ttl));
+            // The store writes it only over nothing or an older load's value.
+            await op('set', flight.key, writeTimeout, () =>
+              store.set(flight.key, encoded, ttl, flight.version),
+            );
           }
         } finally {
           if (lockName !== undefined && token !== undefined) release(lockName, token);
@@ -625,6 +709,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const controller = new AbortController();
     const flight: Flight<V> = {
       key: fullKey,
+      version: nextVersion(),
       controller,
       promise: undefined as never,
       waiters: 0,
@@ -732,13 +817,17 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function set(fn: string, fullKey: string, value: V, ttl: number): Promise<void> {
     if (closing !== undefined) return Promise.reject(closedError(fn));
-    const encoded = encode(value);
+    // A set counts as a load that started now.
+    const version = nextVersion();
+    const encoded = encode(value, version);
     if (encoded instanceof Error) {
       encoded.message = `${fn}(): ${encoded.message} ("${fullKey}").`;
       return Promise.reject(encoded);
     }
     supersede(fullKey);
-    return op('set', fullKey, writeTimeout, () => store.set(fullKey, encoded, ttl));
+    return op('set', fullKey, writeTimeout, () => store.set(fullKey, encoded, ttl, version)).then(
+      ignore,
+    );
   }
 
   function remove(fn: string, fullKey: string): Promise<void> {
@@ -749,20 +838,28 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   // --- the cache -----------------------------------------------------------------
 
+  /**
+   * The store key of an entry: the namespace, then the encoded (group and) key inside a
+   * `{...}` hash tag, so on Redis Cluster the entry and its lock share one slot.
+   */
+  function entryKey(encoded: string): string {
+    return `${prefix}{${encoded}}`;
+  }
+
   function view(group: string): SharedGroupView<V> {
     checkGroup('contextCached', group);
     let found = views.get(group);
     if (found !== undefined) return found;
-    const groupPrefix = prefix + encodeKey('contextCached', group);
+    const groupPrefix = encodeKey('contextCached', group);
     found = {
       getOrLoad(key, loader, opts) {
-        const fullKey = groupPrefix + encodeKey('contextCached', key);
+        const fullKey = entryKey(groupPrefix + encodeKey('contextCached', key));
         checkLoader('contextCached', loader);
         const ttl = checkSetOptions('contextCached', opts) ?? defaultTtl;
         return getOrLoad(fullKey, key, loader, ttl);
       },
       delete(key) {
-        return remove('invalidate', groupPrefix + encodeKey('invalidate', key));
+        return remove('invalidate', entryKey(groupPrefix + encodeKey('invalidate', key)));
       },
     };
     views.set(group, found);
@@ -771,23 +868,23 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   return {
     getOrLoad(key, loader, opts) {
-      const fullKey = prefix + encodeKey('getOrLoad', key);
+      const fullKey = entryKey(encodeKey('getOrLoad', key));
       checkLoader('getOrLoad', loader);
       const ttl = checkSetOptions('getOrLoad', opts) ?? defaultTtl;
       return getOrLoad(fullKey, key, loader as never, ttl);
     },
     get(key) {
-      const fullKey = prefix + encodeKey('get', key);
+      const fullKey = entryKey(encodeKey('get', key));
       if (closing !== undefined) return Promise.resolve(undefined);
       return read(fullKey).then((value) => (value === MISS ? undefined : (value as V)));
     },
     set(key, value, opts) {
-      const fullKey = prefix + encodeKey('set', key);
+      const fullKey = entryKey(encodeKey('set', key));
       const ttl = checkSetOptions('set', opts) ?? defaultTtl;
       return set('set', fullKey, value, ttl);
     },
     delete(key) {
-      return remove('delete', prefix + encodeKey('delete', key));
+      return remove('delete', entryKey(encodeKey('delete', key)));
     },
     close() {
       closing ??= (async () => {

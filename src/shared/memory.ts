@@ -6,6 +6,7 @@
 import { LRUCache } from 'lru-cache';
 import { checkOptionNames, describe } from '../warnings.js';
 import type { Store, StoreValue } from './types.js';
+import { isNewer } from './version.js';
 
 /** Options of `memoryStore`. */
 export interface MemoryStoreOptions {
@@ -21,6 +22,8 @@ export interface MemoryStoreOptions {
 /** A store in this process's memory, made by `memoryStore()`. */
 export interface MemoryStore extends Store {
   peek(key: string): StoreValue | undefined;
+  /** Resolves `false` when a value with a larger `version` is kept instead. */
+  set(key: string, value: StoreValue, ttl: number, version?: number): Promise<boolean>;
   lock(key: string, token: string, ttl: number): Promise<boolean>;
   unlock(key: string, token: string): Promise<void>;
   /** The `ttl` option: the longest time an entry lives, if set. */
@@ -54,7 +57,8 @@ function checkOptions(options: unknown): asserts options is MemoryStoreOptions {
 /**
  * A store on lru-cache in this process: the shared tier of a single instance, or the L1
  * of `tieredStore()`. Entries are kept encoded, so a caller that mutates a value it got
- * back never changes what the next caller sees.
+ * back never changes what the next caller sees. A versioned write lands only over
+ * nothing or over a value whose load started earlier, as in Redis.
  *
  * @example
  * ```ts
@@ -80,9 +84,11 @@ export function memoryStore(options: MemoryStoreOptions): MemoryStore {
     },
     peek: (key) => lru.get(key),
     get: (key) => Promise.resolve(lru.get(key)),
-    set(key, value, ttl) {
+    set(key, value, ttl, version) {
+      // The same rule as the Redis script: over nothing or over an older load only.
+      if (version !== undefined && !isNewer(version, lru.peek(key))) return Promise.resolve(false);
       lru.set(key, value, { ttl: life(ttl) });
-      return Promise.resolve();
+      return Promise.resolve(true);
     },
     delete(key) {
       lru.delete(key);

@@ -6,10 +6,12 @@
  * `instanceof` checks).
  */
 
+import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { checkOptionNames, describe } from '../warnings.js';
 import type { MemoryStore } from './memory.js';
 import type { Store, StoreValue } from './types.js';
+import { SET_IF_NEWER_SCRIPT, versionOf } from './version.js';
 
 /** The commands a Redis client must offer: a subset of ioredis's `Redis`. */
 export interface RedisClient {
@@ -21,12 +23,29 @@ export interface RedisClient {
   del(key: string): Promise<number>;
   /** Used when present, so `tieredStore()` never keeps a value in L1 past its Redis ttl. */
   pttl?(key: string): Promise<number>;
-  /** Used when present to release a lock atomically (compare and delete). */
-  eval?(script: string, numkeys: number, ...args: (string | number)[]): Promise<unknown>;
+  /**
+   * Used when present to write only over older values (compare and set) and to release
+   * a lock atomically (compare and delete). Without it writes are unconditional.
+   */
+  eval?(script: string, numkeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
+  /** Used when present to send the compare-and-set script by its digest. */
+  evalsha?(sha: string, numkeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   publish(channel: string, message: string): Promise<number>;
   subscribe(...channels: string[]): Promise<unknown>;
-  duplicate(): RedisClient;
+  /** `override`: options of the copy (ioredis), such as `{ enableOfflineQueue: true }`. */
+  duplicate(override?: Record<string, unknown>): RedisClient;
   on(event: string, listener: (...args: never[]) => void): unknown;
+  /** Used when present to remove the store's listeners from a client it was given. */
+  removeListener?(event: string, listener: () => void): unknown;
+  /** Used when present to count the client's own `error` listeners. */
+  listenerCount?(event: string): number;
+  /**
+   * ioredis's connection state (`'ready'` when connected). Used when present: a client
+   * that was ready once and is not now is not waited on.
+   */
+  readonly status?: string;
+  /** ioredis's options; the store turns the offline queue off on clients it made. */
+  readonly options?: { enableOfflineQueue?: boolean | undefined };
   quit(): Promise<unknown>;
   disconnect(): void;
 }
@@ -36,6 +55,9 @@ export type RedisStoreOptions = { client: RedisClient } | { url: string };
 
 /** A store in Redis, made by `redisStore()`. */
 export interface RedisStore extends Store {
+  /** Resolves `false` when a value with a larger `version` is kept instead. */
+  set(key: string, value: StoreValue, ttl: number, version?: number): Promise<boolean>;
+  connection(): number | Error;
   lock(key: string, token: string, ttl: number): Promise<boolean>;
   unlock(key: string, token: string): Promise<void>;
   /** The client the store talks through (yours, or the one it made from `url`). */
@@ -57,6 +79,11 @@ export interface TieredStoreOptions {
 /** A two-tier store, made by `tieredStore()`. */
 export interface TieredStore extends Store {
   peek(key: string): StoreValue | undefined;
+  /** Resolves `false` when a value with a larger `version` is kept instead. */
+  set(key: string, value: StoreValue, ttl: number, version?: number): Promise<boolean>;
+  connection(): number | Error;
+  /** This instance's id, sent with its invalidations so it can ignore its own. */
+  readonly instanceId: string;
   lock(key: string, token: string, ttl: number): Promise<boolean>;
   unlock(key: string, token: string): Promise<void>;
   /** Resolves once the invalidation subscriber is listening. */
@@ -73,7 +100,45 @@ const QUIT_TIMEOUT = 1000;
 const UNLOCK_SCRIPT =
   "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 
+const SET_IF_NEWER_SHA = createHash('sha1').update(SET_IF_NEWER_SCRIPT).digest('hex');
+
 const CLIENT_METHODS = ['get', 'set', 'del'] as const;
+
+/** URLs `redisStore({ url })` accepts. */
+const URL_SCHEMES = /^(rediss?:\/\/|unix:)/i;
+
+/** An invalidation message: the sender's id (a UUID, 36 chars), a space, the key. */
+const ID_LENGTH = 36;
+
+/** Options of every client this package makes: a command cut by a disconnection is not sent again later. */
+const OWN_CLIENT_OPTIONS = { autoResendUnfulfilledCommands: false } as const;
+
+/**
+ * A client this package made queues commands only until its first connection; once it
+ * has been connected, a command sent while it is away fails at once instead of waiting
+ * in the offline queue and landing, stale, after the store gave up on it.
+ */
+function queueUntilFirstReady(client: RedisClient): void {
+  client.on('ready', () => {
+    const options = client.options as { enableOfflineQueue?: boolean } | undefined;
+    if (options !== undefined) options.enableOfflineQueue = false;
+  });
+}
+
+/** The Redis client for `{ url }`; `unix:` URLs become ioredis's socket path. */
+function clientFor(url: string): RedisClient {
+  if (/^unix:/i.test(url)) {
+    const parsed = new URL(url);
+    return new Redis(decodeURIComponent(parsed.pathname) + parsed.search, {
+      ...OWN_CLIENT_OPTIONS,
+    }) as unknown as RedisClient;
+  }
+  return new Redis(url, { ...OWN_CLIENT_OPTIONS }) as unknown as RedisClient;
+}
+
+function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 function isClient(value: unknown): value is RedisClient {
   if (typeof value !== 'object' || value === null) return false;
@@ -104,8 +169,10 @@ function ignore(): void {}
 /**
  * A store in Redis, shared by every instance that uses the same server and namespace.
  * Pass your own client (`{ client }`, any ioredis-compatible client; you close it) or a
- * URL (`{ url }`: the store makes the client and closes it in `close()`). Entries expire
- * in Redis (`SET … PX ttl`); the lock is `SET … NX PX`.
+ * URL (`{ url }`: a `redis://`, `rediss://` or `unix:` URL; the store makes the client,
+ * which queues no command once it has lost its connection, and closes it in `close()`).
+ * Entries expire in Redis (`PX ttl`); a write lands only over nothing or over a value
+ * whose load started earlier, compared and set in one script; the lock is `SET … NX PX`.
  *
  * @example
  * ```ts
@@ -135,12 +202,15 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
       );
     }
     client = given;
-  } else if (typeof url === 'string' && url !== '') {
-    client = new Redis(url) as unknown as RedisClient;
+  } else if (typeof url === 'string' && URL_SCHEMES.test(url)) {
+    client = clientFor(url);
     owned = true;
-    // Faults reach the cache through the failed commands; without a listener ioredis
-    // would print every reconnection error.
-    client.on('error', ignore);
+    queueUntilFirstReady(client);
+  } else if (typeof url === 'string') {
+    throw new TypeError(
+      "redisStore(): options.url must be a redis://, rediss:// or unix: URL, such as 'redis://127.0.0.1:6379' " +
+        `or 'unix:///run/redis.sock', got ${describe(url)}.`,
+    );
   } else {
     throw new TypeError(
       "redisStore(): pass { client } (an ioredis client) or { url } (such as 'redis://127.0.0.1:6379'), " +
@@ -151,14 +221,56 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
     typeof client.getBuffer === 'function'
       ? (key: string) => client.getBuffer!(key)
       : (key: string) => client.get(key);
+
+  // What the client says of its connection: how often it became ready, and the error
+  // that cut it (its own cause, such as ECONNREFUSED) while it is away.
+  let readies = client.status === 'ready' ? 1 : 0;
+  let lastError: Error | undefined;
+  const onReady = (): void => {
+    readies++;
+    lastError = undefined;
+  };
+  const onClientError = (err: Error): void => {
+    lastError = err;
+    // A client you gave us keeps ioredis's own report when nothing else listens.
+    if (!owned && client.listenerCount?.('error') === 1) {
+      console.error('[ioredis] Unhandled error event:', err.stack ?? err);
+    }
+  };
+  client.on('ready', onReady);
+  client.on('error', onClientError as (...args: never[]) => void);
+
+  async function setIfNewer(key: string, value: StoreValue, px: number, version: number) {
+    const args = [key, value, px, String(version)];
+    if (typeof client.evalsha === 'function') {
+      try {
+        return (await client.evalsha(SET_IF_NEWER_SHA, 1, ...args)) === 1;
+      } catch (err) {
+        // The server has not seen the script (first use, or a restart): send it whole.
+        if (!errorMessage(err).startsWith('NOSCRIPT')) throw err;
+      }
+    }
+    return (await client.eval!(SET_IF_NEWER_SCRIPT, 1, ...args)) === 1;
+  }
+
   let closing: Promise<void> | undefined;
   return {
     client,
     async get(key) {
       return (await read(key)) ?? undefined;
     },
-    async set(key, value, ttl) {
-      await client.set(key, value, 'PX', Math.max(1, Math.ceil(ttl)));
+    async set(key, value, ttl, version) {
+      const px = Math.max(1, Math.ceil(ttl));
+      if (version !== undefined && typeof client.eval === 'function') {
+        return setIfNewer(key, value, px, version);
+      }
+      await client.set(key, value, 'PX', px);
+      return true;
+    },
+    connection() {
+      const status = client.status;
+      if (status === undefined || status === 'ready' || readies === 0) return readies;
+      return lastError ?? new Error(`The Redis client is not connected (status ${status}).`);
     },
     async delete(key) {
       await client.del(key);
@@ -180,7 +292,14 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
       }
     },
     close() {
-      closing ??= owned ? shutdown(client) : Promise.resolve();
+      closing ??= (async () => {
+        if (owned) {
+          await shutdown(client);
+          return;
+        }
+        client.removeListener?.('ready', onReady);
+        client.removeListener?.('error', onClientError as () => void);
+      })();
       return closing;
     },
   };
@@ -197,11 +316,12 @@ function isMemoryStore(value: unknown): value is MemoryStore {
 /**
  * An in-process L1 (`memoryStore`) in front of Redis (`redisStore`). Reads try L1, then
  * L2, and fill L1 from L2 for L1's own `ttl`, which bounds how stale an instance can be
- * even if an invalidation is lost. Every `set` and `delete` publishes the key on
- * `channel`; each instance listens through a duplicate of its L2 client and drops the
- * key from its L1, and clears its whole L1 after that subscriber reconnects (messages
- * sent while it was away are lost). Outages are those of L2: an L1 hit is no sign that
- * Redis is back.
+ * even if an invalidation is lost. A write lands in Redis only over an older value
+ * (see `redisStore`), then fills this instance's L1 (the writer keeps its value) and
+ * publishes the key with this instance's id on `channel`; every other instance listens
+ * through a duplicate of its L2 client and drops the key from its L1, and clears its
+ * whole L1 after that subscriber reconnects (messages sent while it was away are lost).
+ * Outages are those of L2: an L1 hit is no sign that Redis is back.
  *
  * @example
  * ```ts
@@ -259,10 +379,22 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   // started before one must not fill L1 with what may be the old value.
   let generation = 0;
   let connectedOnce = false;
-  const subscriber = client.duplicate();
+  const instanceId = randomUUID();
+  const message = (key: string): string => `${instanceId} ${key}`;
+  // A client made here: it may wait for its first connection (even when L2's client
+  // no longer queues), never after.
+  const subscriber = client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
+  queueUntilFirstReady(subscriber);
   subscriber.on('error', ignore);
-  subscriber.on('message', ((from: string, key: string) => {
+  subscriber.on('message', ((from: string, text: string) => {
     if (from !== channel) return;
+    let key = text;
+    if (text.length > ID_LENGTH && text.charCodeAt(ID_LENGTH) === 32) {
+      // Our own write: L1 already holds what we wrote.
+      if (text.startsWith(instanceId)) return;
+      key = text.slice(ID_LENGTH + 1);
+    }
+    // (A message without an id comes from an older version of this package: the key.)
     generation++;
     void l1.delete(key);
   }) as (...args: never[]) => void);
@@ -294,22 +426,31 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       const seen = generation;
       const [value, left] = await l2.getWithTtl(key);
       if (value !== undefined && seen === generation) {
-        await l1.set(key, value, Math.min(l1ttl, left ?? l1ttl));
+        // By the version rule too: never over a newer value this instance just wrote.
+        await l1.set(key, value, Math.min(l1ttl, left ?? l1ttl), versionOf(value));
       }
       return value;
     },
-    async set(key, value, ttl) {
+    async set(key, value, ttl, version) {
       generation++;
       await l1.delete(key);
-      await l2.set(key, value, ttl);
-      await client.publish(channel, key);
+      const landed = await l2.set(key, value, ttl, version);
+      // A newer value is in Redis: its writer has told everyone already.
+      if (landed === false) return false;
+      // The writer keeps its value (write-through); others drop the key on the message,
+      // which this instance ignores.
+      await l1.set(key, value, Math.min(l1ttl, ttl), version);
+      await client.publish(channel, message(key));
+      return true;
     },
     async delete(key) {
       generation++;
       await l1.delete(key);
       await l2.delete(key);
-      await client.publish(channel, key);
+      await client.publish(channel, message(key));
     },
+    connection: () => l2.connection(),
+    instanceId,
     lock: (key, token, ttl) => l2.lock(key, token, ttl),
     unlock: (key, token) => l2.unlock(key, token),
     ready: () => subscribed,

@@ -74,6 +74,7 @@ export type StoreValue = string | Buffer;
  * const map = new Map<string, StoreValue>();
  * const store: Store = {
  *   get: async (key) => map.get(key),
+ *   // ignores the version: correct for one process, no ordering across writers
  *   set: async (key, value) => void map.set(key, value),
  *   delete: async (key) => void map.delete(key),
  *   close: async () => map.clear(),
@@ -89,8 +90,19 @@ export interface Store {
   peek?(key: string): StoreValue | undefined;
   /** The stored value, or `undefined` when the key is absent or expired. */
   get(key: string): Promise<StoreValue | undefined>;
-  /** Store `value` under `key` for `ttl` ms. */
-  set(key: string, value: StoreValue, ttl: number): Promise<void>;
+  /**
+   * Store `value` under `key` for `ttl` ms.
+   *
+   * `version` is when the value's load started (microseconds since the epoch; a `set`
+   * counts as a load started when it was called). The value's first bytes carry it too
+   * (see `versionOf`), so what is stored can be compared without decoding it. A store
+   * that keeps the order writes only over nothing or over a value with a smaller
+   * version, atomically, and resolves `false` when it kept the newer value instead. A
+   * store that ignores `version` (and resolves nothing) still works, without that
+   * guarantee: a late write-back may then overwrite a newer value. Without `version`
+   * (a direct call), the write is unconditional.
+   */
+  set(key: string, value: StoreValue, ttl: number, version?: number): Promise<unknown>;
   /** Drop `key` (and tell other instances, where the store has any). */
   delete(key: string): Promise<void>;
   /**
@@ -100,6 +112,16 @@ export interface Store {
   lock?(key: string, token: string, ttl: number): Promise<boolean>;
   /** Release the lock `key` if `token` still holds it. */
   unlock?(key: string, token: string): Promise<void>;
+  /**
+   * The client's own view of its connection, asked before every operation: the number
+   * of times it has become ready so far (0 before the first time, or when it cannot
+   * tell) while it is connected or connecting for the first time, else the `Error` that
+   * keeps it from the server (its own cause, such as `ECONNREFUSED`). An `Error` means
+   * the operation is not sent: the cache fails it at once with that cause. A count
+   * larger than at the start of an outage ends the outage's backoff window: the next
+   * operation is sent as the probe.
+   */
+  connection?(): number | Error;
   /** Release what the store created (its own clients); never a client it was given. */
   close(): Promise<void>;
 }

@@ -114,8 +114,9 @@ export async function startRedis(): Promise<RedisServer> {
     url: `redis://127.0.0.1:${port}`,
     async kill() {
       if (child === undefined) return;
-      child.kill('SIGCONT');
+      // SIGKILL first: a paused server must not run (and answer what it holds) on SIGCONT.
       child.kill('SIGKILL');
+      child.kill('SIGCONT');
       await exited(child);
     },
     restart: launch,

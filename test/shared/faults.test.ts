@@ -8,10 +8,16 @@
 
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createSharedCache, type SharedCache, withCacheContext } from '../../src/index.js';
+import {
+  contextCached,
+  createSharedCache,
+  type SharedCache,
+  type Store,
+  withCacheContext,
+} from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
 import { memoryStore } from '../../src/shared/memory.js';
-import { redisStore, tieredStore } from '../../src/shared/redis.js';
+import { type RedisStore, redisStore, tieredStore } from '../../src/shared/redis.js';
 import { eventually, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
@@ -103,7 +109,7 @@ async function hitsAgain(cache: SharedCache<unknown>): Promise<void> {
     return 'after recovery';
   };
   expect(await cache.getOrLoad('after', load)).toBe('after recovery');
-  const key = `app:${encodeKey('test', 'after')}`;
+  const key = `app:{${encodeKey('test', 'after')}}`;
   await eventually(async () => (await admin.get(key)) !== null, 'the value reached Redis');
   const fresh = createSharedCache<unknown>({
     store: redisStore({ url: server.url }),
@@ -186,13 +192,17 @@ describe.each([
     const cache = makeCache(report);
     const loop = loadLoop(cache);
     await sleep(200);
-    const key = `app:${encodeKey('test', 3)}`;
-    await admin.set(key, '{"cc":1,"v":{"id":3,"na', 'PX', 60_000);
+    const key = `app:{${encodeKey('test', 3)}}`;
+    const header = `cc1:${String(Date.now() * 1000).padStart(16, '0')}:`;
+    await admin.set(key, `${header}{"cc":1,"v":{"id":3,"na`, 'PX', 60_000);
     await eventually(async () => {
       const raw = await admin.get(key);
       return raw?.endsWith('}}') === true;
     }, 'the value was rewritten');
-    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: userValue(3) });
+    expect(JSON.parse((await admin.get(key))!.slice(header.length))).toEqual({
+      cc: 1,
+      v: userValue(3),
+    });
     await sleep(100);
     await loop.stop();
     await cache.close();
@@ -223,5 +233,152 @@ describe('tieredStore subscriber', () => {
     );
     expect(l1.size).toBe(0);
     await store.close();
+  });
+});
+
+describe('fail fast during an outage', () => {
+  const readTimeout = 2000; // large, so "not waiting on the store" has a wide margin
+
+  /** A store over `inner` that counts the operations it was asked to send. */
+  function counting(inner: RedisStore) {
+    const sent = { count: 0 };
+    const store: Store = {
+      get(key) {
+        sent.count++;
+        return inner.get(key);
+      },
+      set(key, value, ttl, version) {
+        sent.count++;
+        return inner.set(key, value, ttl, version);
+      },
+      delete(key) {
+        sent.count++;
+        return inner.delete(key);
+      },
+      connection: () => inner.connection(),
+      close: () => inner.close(),
+    };
+    return { store, sent };
+  }
+
+  const variants = [
+    {
+      name: 'a { url } store',
+      make: () => ({ inner: redisStore({ url: server.url }), own: undefined }),
+    },
+    {
+      name: 'a client made with ioredis defaults',
+      make: () => {
+        const own = new Redis(server.url);
+        own.on('error', () => {});
+        return { inner: redisStore({ client: own }), own };
+      },
+    },
+  ];
+
+  it.each(variants)(
+    'with $name: misses go to the loader, writes reject with the client’s cause, hits come back on reconnect',
+    async (variant) => {
+      const { inner, own } = variant.make();
+      const { store, sent } = counting(inner);
+      const errors: Error[] = [];
+      let recoveries = 0;
+      const cache = createSharedCache<string>({
+        store,
+        ttl: 60_000,
+        namespace: 'app',
+        readTimeout,
+        writeTimeout: readTimeout,
+        onError: (err) => errors.push(err),
+        onRecover: () => recoveries++,
+      });
+      const item = contextCached('item', (id: number) => `item ${id}`, { shared: cache });
+      await cache.set('warm', 'up');
+      const client = inner.client as unknown as Redis;
+      let refused = false;
+      client.on('error', (err: Error & { code?: string }) => {
+        if (err.code === 'ECONNREFUSED') refused = true;
+      });
+      await server.kill();
+      try {
+        await eventually(() => refused, 'the client was refused a connection');
+        await outage();
+      } finally {
+        await server.restart();
+      }
+      // The client reports itself connected again: the window ends, the next operation
+      // is the probe, and it succeeds, long before the first window (1 s) could matter.
+      await eventually(() => client.status === 'ready', 'the client reconnected');
+      await cache.set('after', 'stored');
+      expect(recoveries).toBe(1);
+      expect(await cache.get('after')).toBe('stored');
+      let reloads = 0;
+      expect(await cache.getOrLoad('again', () => `loaded ${++reloads}`)).toBe('loaded 1');
+      await eventually(async () => (await cache.get('again')) === 'loaded 1', 'stored again');
+      expect(await cache.getOrLoad('again', () => `loaded ${++reloads}`)).toBe('loaded 1');
+      expect(reloads).toBe(1);
+      expect(errors).toHaveLength(1);
+      expect(recoveries).toBe(1);
+      expect(unhandled).toEqual([]);
+      await cache.close();
+      own?.disconnect();
+
+      async function outage() {
+        sent.count = 0;
+        // A page of 10 sequential misses during the outage: the loaders answer, the store
+        // is never asked.
+        let loads = 0;
+        const started = performance.now();
+        for (let i = 0; i < 10; i++) {
+          expect(await cache.getOrLoad(['page', i], () => `row ${++loads}`)).toBe(`row ${loads}`);
+        }
+        const page = performance.now() - started;
+        expect(loads).toBe(10);
+        expect(sent.count).toBe(0);
+        expect(page).toBeLessThan(3 * readTimeout);
+        // set and invalidate reject at once, with the client's own cause.
+        const setError = await cache.set('k', 'v').catch((err: Error) => err);
+        const began = performance.now();
+        const invalidated = await withCacheContext(() => item.invalidate(1)).catch(
+          (err: Error) => err,
+        );
+        expect(performance.now() - began).toBeLessThan(readTimeout);
+        for (const err of [setError, invalidated]) {
+          expect(err).toBeInstanceOf(Error);
+          expect(((err as Error).cause as { code?: string }).code).toBe('ECONNREFUSED');
+          expect((err as Error).message).toMatch(/client is not connected \(.*ECONNREFUSED/);
+        }
+        expect(sent.count).toBe(0);
+        expect(errors).toHaveLength(1);
+        expect(recoveries).toBe(0);
+      }
+    },
+  );
+
+  it('a paused server (connected but silent) still gives up at readTimeout, then is skipped', async () => {
+    const { store, sent } = counting(redisStore({ url: server.url }));
+    const errors: Error[] = [];
+    const cache = createSharedCache<string>({
+      store,
+      ttl: 60_000,
+      namespace: 'app',
+      readTimeout: 300,
+      onError: (err) => errors.push(err),
+    });
+    await cache.set('warm', 'up');
+    server.pause();
+    try {
+      sent.count = 0;
+      let loads = 0;
+      for (let i = 0; i < 10; i++) await cache.getOrLoad(['paused', i], () => `row ${++loads}`);
+      expect(loads).toBe(10);
+      expect(sent.count).toBe(1); // the read that found the outage; the rest were skipped
+      expect(errors.map((err) => err.message)).toEqual([
+        `The shared store did not answer get "app:{a2:s6:pausedn0;}" within 300 ms.`,
+      ]);
+    } finally {
+      server.resume();
+    }
+    await cache.close();
   });
 });

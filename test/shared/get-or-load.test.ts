@@ -5,7 +5,8 @@
  * against a real redis-server are in faults.test.ts.
  */
 
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { setClock } from '../../src/clock.js';
 import {
   contextCached,
   createSharedCache,
@@ -26,8 +27,9 @@ type Mode = 'ok' | 'hang' | 'fail';
 /** A memory store that can be told to hang (never answer) or fail (reject). */
 function switchable() {
   const inner = memoryStore({ max: 1000 });
-  const state = { mode: 'ok' as Mode, sets: 0 };
+  const state = { mode: 'ok' as Mode, sets: 0, attempts: 0 };
   const gate = <T>(run: () => Promise<T>): Promise<T> => {
+    state.attempts++;
     if (state.mode === 'hang') return new Promise<T>(() => {});
     if (state.mode === 'fail') return Promise.reject(new Error('connection refused'));
     return run();
@@ -36,10 +38,10 @@ function switchable() {
     state,
     raw: inner,
     get: (key) => gate(() => inner.get(key)),
-    set: (key, value: StoreValue, ttl) =>
+    set: (key, value: StoreValue, ttl, version) =>
       gate(() => {
         state.sets++;
-        return inner.set(key, value, ttl);
+        return inner.set(key, value, ttl, version);
       }),
     delete: (key) => gate(() => inner.delete(key)),
     lock: (key, token, ttl) => gate(() => inner.lock(key, token, ttl)),
@@ -224,6 +226,14 @@ describe('cancellation', () => {
 });
 
 describe('faults', () => {
+  // The clock the backoff windows are measured on, moved by hand.
+  let time = 1_000_000;
+  beforeEach(() => {
+    time = 1_000_000;
+    setClock(() => time);
+  });
+  afterEach(() => setClock(undefined));
+
   it('treats a read slower than readTimeout as a miss, reporting the outage once', async () => {
     const store = switchable();
     const { cache, events } = make(store);
@@ -231,9 +241,12 @@ describe('faults', () => {
     for (let i = 0; i < 5; i++) expect(await cache.getOrLoad(['k', i], () => i)).toBe(i);
     expect(await cache.get('k')).toBeUndefined();
     expect(events).toEqual([
-      'error get: The shared store did not answer get "app:a2:s1:kn0;" within 50 ms.',
+      'error get: The shared store did not answer get "app:{a2:s1:kn0;}" within 50 ms.',
     ]);
+    // Only the first read waited on the hanging store; the others were not attempted.
+    expect(store.state.attempts).toBe(1);
     store.state.mode = 'ok';
+    time += 1000; // the first backoff window is over: the next operation probes
     expect(await cache.getOrLoad('fresh', () => 'v')).toBe('v');
     await eventually(() => events.length === 2, 'the recovery was reported');
     expect(events[1]).toBe('recover');
@@ -261,14 +274,94 @@ describe('faults', () => {
     await cache.set('k', 1);
     store.state.mode = 'fail';
     await expect(cache.set('k', 2)).rejects.toThrow('connection refused');
-    await expect(cache.delete('k')).rejects.toThrow('connection refused');
+    // Within the backoff window: rejected at once, with the failure that started it.
+    const skipped = await cache.delete('k').catch((err: Error) => err);
+    expect(skipped).toBeInstanceOf(Error);
+    expect((skipped as Error & { code: string }).code).toBe('CONTEXT_CACHE_STORE_UNAVAILABLE');
+    expect((skipped as Error).message).toBe(
+      'The shared store is down (connection refused); delete "app:{s1:k}" was not attempted.',
+    );
+    expect(((skipped as Error).cause as Error).message).toBe('connection refused');
     expect(await cache.get('k')).toBeUndefined();
+    expect(store.state.attempts).toBe(2); // the first set, the failing set
     store.state.mode = 'hang';
-    await expect(cache.delete('k')).rejects.toThrow('within 100 ms');
+    time += 1000;
+    await expect(cache.delete('k')).rejects.toThrow('within 100 ms'); // the probe
     expect(events).toEqual(['error set: connection refused']);
     store.state.mode = 'ok';
+    time += 1000; // the failed probe doubled the window: 1 s is not enough
+    expect(await cache.get('k')).toBeUndefined();
+    expect(store.state.attempts).toBe(3);
+    time += 1000;
     expect(await cache.get('k')).toBe(1);
     expect(events).toEqual(['error set: connection refused', 'recover']);
+  });
+
+  it('skips the store during an outage but for one probe per window, doubling to 30 s', async () => {
+    const store = switchable();
+    const { cache, events } = make(store);
+    store.state.mode = 'fail';
+    let loads = 0;
+    const page = async () => {
+      for (let i = 0; i < 10; i++) await cache.getOrLoad(['page', i], () => ++loads);
+    };
+    await page();
+    expect(loads).toBe(10); // every miss went to its loader
+    expect(store.state.attempts).toBe(1); // only the read that found the outage reached the store
+    const windows: number[] = [];
+    for (let probe = 0; probe < 7; probe++) {
+      // Move through the window in 100 ms steps until the store is tried again.
+      const before = store.state.attempts;
+      let waited = 0;
+      while (store.state.attempts === before) {
+        time += 100;
+        waited += 100;
+        await page();
+      }
+      expect(store.state.attempts).toBe(before + 1); // one probe, the rest skipped
+      windows.push(waited);
+    }
+    expect(windows).toEqual([1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]);
+    expect(events).toEqual(['error get: connection refused']);
+    store.state.mode = 'ok';
+    time += 30_000;
+    await page();
+    expect(events).toEqual(['error get: connection refused', 'recover']);
+    // Hits again: the page's values are stored and read back.
+    await eventually(async () => (await cache.get(['page', 9])) !== undefined, 'values are stored');
+  });
+
+  it('does not wait on a client that reports itself disconnected, and probes when it reconnects', async () => {
+    const store = switchable();
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), {
+      code: 'ECONNREFUSED',
+    });
+    const client = { connected: true, readies: 1 };
+    const reporting: Store = {
+      ...store,
+      connection: () => (client.connected ? client.readies : refused),
+    };
+    const { cache, events } = make(reporting, { readTimeout: 60_000, writeTimeout: 60_000 });
+    await cache.set('k', 'before');
+    client.connected = false;
+    store.state.mode = 'hang'; // were it asked, it would never answer
+    let loads = 0;
+    for (let i = 0; i < 10; i++) expect(await cache.getOrLoad(['m', i], () => ++loads)).toBe(i + 1);
+    const err = await cache.set('k', 'during').catch((e: Error) => e);
+    expect((err as Error).message).toBe(
+      'The shared store\'s client is not connected (connect ECONNREFUSED 127.0.0.1:6379); set "app:{s1:k}" was not sent.',
+    );
+    expect((err as Error).cause).toBe(refused);
+    expect(store.state.attempts).toBe(1); // the first set only
+    expect(events).toEqual([
+      'error get: The shared store\'s client is not connected (connect ECONNREFUSED 127.0.0.1:6379); get "app:{a2:s1:mn0;}" was not sent.',
+    ]);
+    // Reconnected within the window: the next operation is the probe.
+    store.state.mode = 'ok';
+    client.connected = true;
+    client.readies = 2;
+    expect(await cache.get('k')).toBe('before');
+    expect(events[1]).toBe('recover');
   });
 
   it('reports through a process warning when there is no onError', async () => {

@@ -88,13 +88,14 @@ afterAll(async () => {
 
 describe('two instances sharing one Redis', () => {
   it("a write in one instance drops the key from the other's L1", async () => {
-    const stored = `two:${encodeKey('test', 'k')}`;
+    const stored = `two:{${encodeKey('test', 'k')}}`;
     // A's write-back sets the key, then publishes it; B must have heard that message
     // before it caches the value, or the message would drop B's fresh copy.
     const listener = admin.duplicate();
     const published = new Promise<void>((resolve) => {
       listener.on('message', (_channel: string, key: string) => {
-        if (key === stored) resolve();
+        // A message is the sender's instance id, a space, then the key.
+        if (key.endsWith(` ${stored}`)) resolve();
       });
     });
     await listener.subscribe('context-cache:invalidate');
@@ -115,9 +116,35 @@ describe('two instances sharing one Redis', () => {
     expect(await b.call('loads')).toBe(0);
   });
 
+  it('the writer keeps its value: its next read is an L1 hit; the other drops its copy', async () => {
+    /** GET and PTTL calls the server has answered (every read of a tiered store sends both). */
+    const reads = async () => {
+      const stats = await admin.info('commandstats');
+      const calls = (cmd: string) =>
+        Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+      return calls('get') + calls('pttl');
+    };
+    const stored = `two:{${encodeKey('test', 'w')}}`;
+    expect(await a.call('load', { key: 'w' })).toBe('w loaded by A');
+    await eventually(async () => (await admin.exists(stored)) === 1, 'A wrote the value back');
+    expect(await b.call('load', { key: 'w' })).toBe('w loaded by A'); // now in B's L1
+    let before = await reads();
+    expect(await a.call('load', { key: 'w' })).toBe('w loaded by A');
+    expect(await reads()).toBe(before); // A's own write-back filled its L1
+    // A's own set: A keeps the new value (it ignores its own message); B drops its copy.
+    await a.call('set', { key: 'w', value: 'set by A' });
+    before = await reads();
+    expect(await a.call('load', { key: 'w' })).toBe('set by A');
+    expect(await reads()).toBe(before);
+    await eventually(
+      async () => (await b.call('load', { key: 'w' })) === 'set by A',
+      "B dropped its L1 copy on A's set",
+    );
+  });
+
   it('contextCached(...).invalidate() in one instance makes the other load again', async () => {
     expect(await a.call('item', { key: 'x' })).toBe('x loaded by A');
-    const stored = `two:${encodeKey('test', 'item')}${encodeKey('test', 'x')}`;
+    const stored = `two:{${encodeKey('test', 'item')}${encodeKey('test', 'x')}}`;
     await eventually(async () => (await admin.exists(stored)) === 1, 'A wrote the item back');
     expect(await b.call('item', { key: 'x' })).toBe('x loaded by A');
     await a.call('invalidate', { key: 'x' });

@@ -3,6 +3,10 @@
  * client we own and with one the store makes from a URL) and the tiered store.
  */
 
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
@@ -30,6 +34,12 @@ beforeEach(async () => {
 });
 
 noUnhandledRejections();
+
+/** The JSON envelope inside a stored value, after its 21-byte version header. */
+function envelopeIn(raw: string): unknown {
+  expect(raw).toMatch(/^cc1:\d{16}:/);
+  return JSON.parse(raw.slice(21));
+}
 
 interface Kind {
   name: string;
@@ -142,7 +152,7 @@ describe.each(kinds)('$name', (kind) => {
 
   it('treats a value that does not decode as a miss, deletes it and loads again', async () => {
     const c = cache();
-    const full = `app:${encodeKey('test', 'k')}`;
+    const full = `app:{${encodeKey('test', 'k')}}`;
     await store.set(full, 'not an envelope {', 60_000);
     let loads = 0;
     expect(await c.getOrLoad('k', () => ++loads)).toBe(1);
@@ -154,6 +164,43 @@ describe.each(kinds)('$name', (kind) => {
       async () => (await store.get(full)) === undefined,
       'the bad value was deleted',
     );
+  });
+});
+
+describe.each(kinds)('$name keeps the newest load', (kind) => {
+  let store: Store;
+  beforeEach(() => {
+    store = kind.make();
+    return () => store.close();
+  });
+
+  it('reads a value from before versions (a bare JSON envelope) as a miss, and replaces it', async () => {
+    const c = createSharedCache<unknown>({ store, ttl: 60_000, namespace: 'app' });
+    const full = `app:{${encodeKey('test', 'old')}}`;
+    await store.set(full, JSON.stringify({ cc: 1, v: 'written by the old format' }), 60_000);
+    let loads = 0;
+    expect(await c.getOrLoad('old', () => `loaded ${++loads}`)).toBe('loaded 1');
+    await eventually(async () => (await c.get('old')) === 'loaded 1', 'the load replaced it');
+    await c.close();
+  });
+
+  it('writes a value only over nothing or over one whose load started earlier', async () => {
+    const older = 1_700_000_000_000_000;
+    const newer = older + 1;
+    const value = (version: number, text: string) =>
+      `cc1:${String(version).padStart(16, '0')}:${text}`;
+    expect(await store.set('k', value(newer, 'new'), 60_000, newer)).toBe(true);
+    expect(await store.set('k', value(older, 'old'), 60_000, older)).toBe(false);
+    expect(String(await store.get('k'))).toBe(value(newer, 'new'));
+    // The same version is not newer: the first one stays.
+    expect(await store.set('k', value(newer, 'again'), 60_000, newer)).toBe(false);
+    expect(await store.set('k', value(newer + 1, 'newest'), 60_000, newer + 1)).toBe(true);
+    expect(String(await store.get('k'))).toBe(value(newer + 1, 'newest'));
+    // Without a version (a direct call), the write is unconditional.
+    await store.set('k', 'plain', 60_000);
+    expect(String(await store.get('k'))).toBe('plain');
+    // A value without a header is older than any versioned one.
+    expect(await store.set('k', value(older, 'old'), 60_000, older)).toBe(true);
   });
 });
 
@@ -198,8 +245,8 @@ describe('redisStore', () => {
       namespace: 'my app',
     });
     await c.set('k', 1, { ttl: 5000 });
-    const key = `my app:${encodeKey('test', 'k')}`;
-    expect(JSON.parse((await admin.get(key))!)).toEqual({ cc: 1, v: 1 });
+    const key = `my app:{${encodeKey('test', 'k')}}`;
+    expect(envelopeIn((await admin.get(key))!)).toEqual({ cc: 1, v: 1 });
     const pttl = await admin.pttl(key);
     expect(pttl).toBeGreaterThan(0);
     expect(pttl).toBeLessThanOrEqual(5000);
@@ -233,7 +280,7 @@ describe('redisStore', () => {
     });
     await c.getOrLoad('k', () => 'loaded');
     await c.close();
-    expect(JSON.parse((await admin.get(`app:${encodeKey('test', 'k')}`))!)).toEqual({
+    expect(envelopeIn((await admin.get(`app:{${encodeKey('test', 'k')}}`))!)).toEqual({
       cc: 1,
       v: 'loaded',
     });
@@ -246,9 +293,50 @@ describe('redisStore', () => {
       ),
     );
     expect(() => redisStore({ client: 'redis://x' } as never)).toThrow(TypeError);
+    for (const url of [
+      'localhost:6379',
+      '127.0.0.1:6379',
+      'http://127.0.0.1:6379',
+      '/run/redis.sock',
+    ]) {
+      expect(() => redisStore({ url })).toThrow(
+        new TypeError(
+          "redisStore(): options.url must be a redis://, rediss:// or unix: URL, such as 'redis://127.0.0.1:6379' " +
+            `or 'unix:///run/redis.sock', got a string (${JSON.stringify(url)}).`,
+        ),
+      );
+    }
     expect(() =>
       tieredStore({ l1: memoryStore({ max: 10 }), l2: redisStore({ client: admin }) }),
     ).toThrow(/options\.l1 must be memoryStore\(\{ max, ttl \}\) with a ttl/);
+  });
+});
+
+describe('redisStore({ url }) over a unix socket', () => {
+  it('connects through a unix: URL', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'context-cache-unix-'));
+    const socket = join(dir, 'redis.sock');
+    const child = spawn(
+      'redis-server',
+      ['--port', '0', '--unixsocket', socket, '--save', '', '--appendonly', 'no', '--dir', dir],
+      { stdio: 'ignore' },
+    );
+    try {
+      await eventually(() => existsSync(socket), 'redis-server listens on its socket');
+      const c = createSharedCache<string>({
+        store: redisStore({ url: `unix://${socket}` }),
+        ttl: 60_000,
+        namespace: 'app',
+      });
+      await c.set('k', 'over a socket');
+      expect(await c.get('k')).toBe('over a socket');
+      await c.close();
+    } finally {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
