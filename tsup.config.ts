@@ -20,4 +20,6 @@ export default defineConfig({
   target: 'node20',
   splitting: false,
   treeshake: true,
+  // Keep `node:` in imports: Deno and Workers resolve Node's modules by that prefix.
+  removeNodeProtocol: false,
 });

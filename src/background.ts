@@ -13,8 +13,14 @@
  * request's cache reachable: each async resource carries the scope it was created in.
  */
 
-import { AsyncResource } from 'node:async_hooks';
-import { runInScope, Scope, sharedBackgroundPool } from './scope.js';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import {
+  currentExecutionContext,
+  type ExecutionContext,
+  runInScope,
+  Scope,
+  sharedBackgroundPool,
+} from './scope.js';
 import { checkOptionNames, describe, isCount, isDuration } from './warnings.js';
 
 /**
@@ -280,8 +286,13 @@ interface Task {
   readonly timeout: number;
   readonly onError: ((err: Error) => void) | undefined;
   /** The submitter's async context without the request scope: the task starts in it. */
-  readonly resource: AsyncResource;
+  readonly resource: <R>(fn: () => R) => R;
   controller?: AbortController;
+  /**
+   * Settles the promise handed to the request's `waitUntil` (Workers), once the task
+   * has finished, failed, timed out, or was dropped.
+   */
+  release?: (() => void) | undefined;
 }
 
 function checkPoolOptions(options: unknown): void {
@@ -336,6 +347,23 @@ function checkDrainOptions(api: string, options: unknown): void {
   }
 }
 
+/**
+ * Hand the request's runtime a promise that settles when `task` is over, so a task that
+ * outlives the response is not cut off with the request's invocation (Workers'
+ * `waitUntil`). The task's own timeout still bounds it. A `waitUntil` that throws (the
+ * invocation is already over) changes nothing for the task.
+ */
+function keepAlive(execution: ExecutionContext, task: Task): void {
+  const done = new Promise<void>((resolve) => {
+    task.release = resolve;
+  });
+  try {
+    execution.waitUntil(done);
+  } catch {
+    // Nothing to keep alive any more; the task runs as it would anywhere else.
+  }
+}
+
 /** A rejection value as an `Error`, for `onError(err: Error)`. */
 function asError(name: string, value: unknown): Error {
   if (value instanceof Error) return value;
@@ -373,6 +401,7 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
   }
 
   function settled(task: Task, err: unknown, failed: boolean): void {
+    task.release?.();
     // A task dropped by a drain's timeout is already gone: `pending` was its report.
     if (!running.delete(task)) return;
     if (failed) report(task, asError(task.name, err));
@@ -385,7 +414,7 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
     running.add(task);
     // Runs in the submitter's context minus the request scope, whoever starts it (the
     // submitter itself, or a finishing task freeing a slot).
-    task.resource.runInAsyncScope(() => {
+    task.resource(() => {
       launch(task.fn, task.name, task.timeout, controller).then(
         () => settled(task, undefined, false),
         (err: unknown) => settled(task, err, true),
@@ -419,7 +448,12 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
       );
       // Reported asynchronously, like every other outcome: `run()` never calls back
       // before it returns.
-      task.resource.runInAsyncScope(() => queueMicrotask(() => report(task, err)));
+      task.resource(() =>
+        queueMicrotask(() => {
+          report(task, err);
+          task.release?.();
+        }),
+      );
     }
   }
 
@@ -428,17 +462,14 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
     const name = taskName(fn, taskOptions?.name);
     const timeout = taskOptions?.timeout ?? DEFAULT_TASK_TIMEOUT;
     const onError = taskOptions?.onError;
+    const execution = currentExecutionContext();
     // The bookkeeping runs in the blank scope, not the request's: a finished request's
     // cache stays collectable while its tasks still run.
-    runInScope(BLANK, () =>
-      submit({
-        fn,
-        name,
-        timeout,
-        onError,
-        resource: new AsyncResource('context-cache.background'),
-      }),
-    );
+    runInScope(BLANK, () => {
+      const task: Task = { fn, name, timeout, onError, resource: AsyncLocalStorage.snapshot() };
+      if (execution !== undefined) keepAlive(execution, task);
+      submit(task);
+    });
   }
 
   function drainPool(drainOptions?: DrainOptions): Promise<DrainResult> {
@@ -474,6 +505,7 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
                 task.name,
               );
             for (const task of stragglers) task.controller?.abort(reason(task));
+            for (const task of dropped) task.release?.();
             resolve({ pending: [...stragglers, ...dropped].map((task) => task.name) });
             // Other drains waiting on this pool see it idle now.
             for (const other of idleWaiters) other();

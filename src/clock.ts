@@ -4,6 +4,7 @@
  * reused until a timer clears it; the timer stops a period after the last read.
  */
 
+import { unrefTimer } from './runtime.js';
 import { outsideScope } from './scope.js';
 
 /** How stale the clock may be, in ms. A cache may serve hits this long past its lifetime. */
@@ -11,6 +12,14 @@ export const RESOLUTION = 50;
 
 let cached = 0;
 let source: (() => number) | undefined;
+
+/**
+ * Whether readings may be reused. Only where the clearing timer can be unref'd (Node,
+ * Bun, Deno): a timer that held the process open would be a bug, and on Workers a timer
+ * made during one request need not outlive it (and `Date.now()` only moves between I/O
+ * there anyway), so every read asks `Date.now()`.
+ */
+let coarse = true;
 
 /**
  * Clears the reading every `RESOLUTION` ms while the clock is in use, and stops itself
@@ -29,15 +38,21 @@ function tick(): void {
   }
 }
 
-function start(): ReturnType<typeof setInterval> {
-  return setInterval(tick, RESOLUTION).unref();
+function start(): ReturnType<typeof setInterval> | undefined {
+  const made = setInterval(tick, RESOLUTION);
+  if (unrefTimer(made)) return made;
+  clearInterval(made);
+  coarse = false;
+  return undefined;
 }
 
 function refresh(): number {
   if (source !== undefined) return source();
-  cached = Date.now();
+  if (!coarse) return Date.now();
+  const time = Date.now();
   if (timer === undefined) timer = outsideScope(start);
-  return cached;
+  if (timer !== undefined) cached = time;
+  return time;
 }
 
 /** Milliseconds since the epoch, at most `RESOLUTION` ms old. */

@@ -13,9 +13,15 @@
  * path only (never on a hit), and builds no message unless someone subscribes.
  * Channels are found by name, so every copy of this package (ESM and CJS) publishes on
  * the same channels.
+ *
+ * `node:diagnostics_channel` is used where the runtime has it and never imported
+ * statically, so the root entry loads where it is missing (Workers with only
+ * `nodejs_als`): it comes from `process.getBuiltinModule` where that exists (Node
+ * 20.16+, Bun, Deno, Workers with `nodejs_compat`), else from a dynamic import that
+ * attaches the channels a tick later.
  */
 
-import * as dc from 'node:diagnostics_channel';
+import type * as dc from 'node:diagnostics_channel';
 import type { CacheStats } from './ephemeral.js';
 import type { CacheKey } from './keys.js';
 
@@ -117,19 +123,32 @@ export interface EndMessage {
 type Channel = dc.Channel<unknown, LoadMessage>;
 type Tracing = dc.TracingChannel<unknown, LoadMessage>;
 
-// Runtimes whose `node:diagnostics_channel` lacks tracing channels trace nothing.
-const loadChannel: Tracing | undefined =
-  typeof dc.tracingChannel === 'function'
-    ? dc.tracingChannel<unknown, LoadMessage>(diagnosticsChannels.load)
-    : undefined;
-const endChannel =
-  typeof dc.channel === 'function' ? dc.channel(diagnosticsChannels.end) : undefined;
+type DiagnosticsChannel = typeof dc;
 
+let loadChannel: Tracing | undefined;
+let endChannel: dc.Channel | undefined;
 // `TracingChannel#hasSubscribers` exists from Node 20.13 / 22.0; before it, ask each channel.
-const hasAggregate =
-  loadChannel !== undefined &&
-  typeof Object.getOwnPropertyDescriptor(Object.getPrototypeOf(loadChannel), 'hasSubscribers')
-    ?.get === 'function';
+let hasAggregate = false;
+
+/** Make the channels, on a runtime whose module has them (one without traces nothing). */
+function attach(module: DiagnosticsChannel | undefined): void {
+  if (module === undefined || loadChannel !== undefined) return;
+  if (typeof module.tracingChannel === 'function') {
+    loadChannel = module.tracingChannel<unknown, LoadMessage>(diagnosticsChannels.load);
+    hasAggregate =
+      typeof Object.getOwnPropertyDescriptor(Object.getPrototypeOf(loadChannel), 'hasSubscribers')
+        ?.get === 'function';
+  }
+  if (typeof module.channel === 'function') endChannel = module.channel(diagnosticsChannels.end);
+}
+
+type Builtins = { getBuiltinModule?: (id: string) => unknown };
+const proc = (globalThis as { process?: Builtins }).process;
+if (typeof proc?.getBuiltinModule === 'function') {
+  attach(proc.getBuiltinModule('node:diagnostics_channel') as DiagnosticsChannel | undefined);
+} else {
+  import('node:diagnostics_channel').then(attach, () => {});
+}
 
 /** Whether anyone subscribes to the load channel. Asked on the miss path only. */
 export function tracingLoads(): boolean {

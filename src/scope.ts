@@ -79,6 +79,16 @@ interface Registry {
   readonly storage: AsyncLocalStorage<ScopeState>;
   /** The default background pool (`background.ts`), created on first use. */
   backgroundPool?: unknown;
+  /** The runtime's execution context of each request, where an adapter knows it. */
+  execution?: AsyncLocalStorage<ExecutionContext>;
+}
+
+/**
+ * What Workers hands a `fetch` handler as its third argument (Hono's `c.executionCtx`):
+ * `waitUntil` keeps the request's invocation alive until a promise settles.
+ */
+export interface ExecutionContext {
+  waitUntil(promise: Promise<unknown>): void;
 }
 
 type GlobalWithRegistry = typeof globalThis & { [REGISTRY_KEY]?: Registry };
@@ -103,10 +113,31 @@ export function scopeStorage(): AsyncLocalStorage<ScopeState> {
  * this package; `create` makes it on first use.
  */
 export function sharedBackgroundPool<T>(create: () => T): T {
+  const reg = registry();
+  reg.backgroundPool ??= create();
+  return reg.backgroundPool as T;
+}
+
+function registry(): Registry {
   scopeStorage();
-  const registry = (globalThis as GlobalWithRegistry)[REGISTRY_KEY]!;
-  registry.backgroundPool ??= create();
-  return registry.backgroundPool as T;
+  return (globalThis as GlobalWithRegistry)[REGISTRY_KEY]!;
+}
+
+/**
+ * Run `fn` with `context` as the request's execution context (adapters on runtimes that
+ * have one). It is a storage of its own, not part of the scope, so it reaches work the
+ * request starts in any scope: inside `withNoCacheContext`, `detach` and background
+ * tasks alike.
+ */
+export function runWithExecutionContext<T>(context: ExecutionContext, fn: () => T): T {
+  const reg = registry();
+  reg.execution ??= new AsyncLocalStorage<ExecutionContext>();
+  return reg.execution.run(context, fn);
+}
+
+/** The execution context of the current request, if an adapter gave one. */
+export function currentExecutionContext(): ExecutionContext | undefined {
+  return (globalThis as GlobalWithRegistry)[REGISTRY_KEY]?.execution?.getStore();
 }
 
 /** The active scope, if any. */

@@ -17,15 +17,34 @@ export const ENDED = 'CONTEXT_CACHE_ENDED';
 // biome-ignore lint/complexity/noBannedTypes: any function is a valid stack-trace cut point.
 export type StackCut = Function;
 
+/** Whether the runtime has Node's `process.emitWarning` (Node, Bun, Deno; not Workers). */
+function canEmitWarning(): boolean {
+  return (
+    typeof process === 'object' && process !== null && typeof process.emitWarning === 'function'
+  );
+}
+
 /**
  * Emit a warning. `cut` is the public function the user called, so the stack trace
- * starts in the user's code rather than in ours.
+ * starts in the user's code rather than in ours. Where the runtime has no
+ * `process.emitWarning` (Workers), `console.warn` carries the same code and text.
  */
 export function warn(message: string, code: string, cut: StackCut): void {
-  if (typeof process === 'object' && typeof process.emitWarning === 'function') {
-    process.emitWarning(message, WARNING_TYPE, code, cut);
+  if (canEmitWarning()) process.emitWarning(message, WARNING_TYPE, code, cut);
+  else console.warn(`[${code}] ${WARNING_TYPE}: ${message}`);
+}
+
+/** Emit a warning with a `detail` (such as the stack of the error it reports). */
+export function warnWithDetail(message: string, code: string, detail: string | undefined): void {
+  if (canEmitWarning()) {
+    process.emitWarning(
+      message,
+      detail === undefined ? { type: WARNING_TYPE, code } : { type: WARNING_TYPE, code, detail },
+    );
   } else {
-    console.error(`[${code}] ${WARNING_TYPE}: ${message}`);
+    console.warn(
+      `[${code}] ${WARNING_TYPE}: ${message}${detail === undefined ? '' : `\n${detail}`}`,
+    );
   }
 }
 

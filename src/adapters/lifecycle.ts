@@ -1,14 +1,13 @@
 /**
  * What every adapter does, on the public core API alone: open one scope per request
- * with `withCacheContext`, tie the scope's signal to the Node response, and when the
- * response has been sent (or the connection closed) end the cache, abort the signal
- * and call `onEnd` — each exactly once. Adapters differ only in how they reach the
- * Node `ServerResponse` and where "the rest of the request" starts.
+ * with `withCacheContext`, and when the response is done end the cache, abort the
+ * request's signal and call `onEnd` — each exactly once. Nothing here is Node's but
+ * `setMaxListeners` (which Bun, Deno and Workers have too): the adapters on a Node
+ * `ServerResponse` find it in `node-response.ts`, the Hono adapter also runs on
+ * runtimes that have none.
  */
 
 import { setMaxListeners } from 'node:events';
-import type { ServerResponse } from 'node:http';
-import onHeaders from 'on-headers';
 import { DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
 import {
   type CacheStats,
@@ -16,7 +15,7 @@ import {
   getContextCache,
   withCacheContext,
 } from '../index.js';
-import { checkOptionNames, describe, isCount, isDuration } from '../warnings.js';
+import { checkOptionNames, describe, isCount, isDuration, warnWithDetail } from '../warnings.js';
 
 /** Options every adapter takes; `Req` is the framework's own request object. */
 export interface AdapterOptions<Req> {
@@ -53,6 +52,9 @@ export const CLIENT_CLOSED =
 
 /** Reason of the request's signal once the response has been sent. */
 export const RESPONSE_FINISHED = 'context-cache: the response finished';
+
+/** Reason of the request's signal when the response body failed while it was being sent. */
+export const BODY_FAILED = 'context-cache: the response body failed before it was fully sent';
 
 /** Code of the warning emitted when an `onEnd` callback throws. */
 export const ON_END_FAILED = 'CONTEXT_CACHE_ON_END_FAILED';
@@ -144,44 +146,6 @@ export function checkAdapterOptions<Req>(
 }
 
 /**
- * Run `next` (the rest of the request) in a new request scope tied to `res`, and return
- * what it returns. Inside a scope that already has a live cache (the adapter mounted
- * twice) `next` simply runs in it: the outer adapter owns that cache and ends it.
- */
-export function runRequest<Req, T>(
-  res: ServerResponse,
-  req: Req,
-  settings: Settings<Req>,
-  next: () => T,
-): T {
-  if (getContextCache() !== undefined) return next();
-  const request = new OpenRequest(req, settings);
-  return request.open(() => {
-    if (settings.serverTiming) writeServerTiming(res, request);
-    (res as Tracked)[kRequest] = request;
-    res.on('close', onClose);
-    return next();
-  });
-}
-
-/** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
-const kRequest = Symbol('context-cache.request');
-
-type Tracked = ServerResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
-
-/**
- * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
- * after 'finish' when it has been sent, or when its connection goes first. One shared
- * listener is all on-finished would do for us here, at a fraction of its cost.
- */
-function onClose(this: ServerResponse): void {
-  const request = (this as Tracked)[kRequest];
-  if (request === undefined) return;
-  (this as Tracked)[kRequest] = undefined;
-  request.finish(this.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED);
-}
-
-/**
  * One request between `runRequest` and its end. Its signal is made only when something
  * asks for it: most requests never look at their signal, and an `AbortController` plus
  * its abort cost more than the rest of the adapter together. Asked for after the
@@ -241,14 +205,11 @@ export class OpenRequest<Req> {
     try {
       onEnd(cache.stats(), this.req);
     } catch (err) {
-      process.emitWarning(
+      warnWithDetail(
         `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
           'The response was not affected; catch errors inside onEnd.',
-        {
-          type: 'ContextCacheWarning',
-          code: ON_END_FAILED,
-          detail: err instanceof Error ? err.stack : undefined,
-        },
+        ON_END_FAILED,
+        err instanceof Error ? err.stack : undefined,
       );
     }
   }
@@ -268,31 +229,7 @@ function abortReason(message: string): Error {
   }
 }
 
-/** Write this request's `Server-Timing` entry when `res` writes its headers. */
-function writeServerTiming(
-  res: ServerResponse,
-  request: { readonly cache: EphemeralCache | undefined },
-): void {
-  onHeaders(res, function writeServerTiming(this: ServerResponse) {
-    const cache = request.cache;
-    if (cache !== undefined) appendServerTiming(this, cache.stats());
-  });
-}
-
 /** The `Server-Timing` entry for `stats`. */
 export function serverTimingEntry(stats: CacheStats): string {
   return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}"`;
-}
-
-/** Append this request's entry to any `Server-Timing` header already set on `res`. */
-function appendServerTiming(res: ServerResponse, stats: CacheStats): void {
-  const entry = serverTimingEntry(stats);
-  const previous = res.getHeader('server-timing');
-  if (previous === undefined || previous === '') {
-    res.setHeader('Server-Timing', entry);
-  } else if (Array.isArray(previous)) {
-    res.setHeader('Server-Timing', [...previous, entry]);
-  } else {
-    res.setHeader('Server-Timing', `${String(previous)}, ${entry}`);
-  }
 }

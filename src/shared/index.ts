@@ -13,10 +13,10 @@
  * keeps the value of the load that started last.
  */
 
-import { randomUUID } from 'node:crypto';
 import { detach } from '../background.js';
 import { now } from '../clock.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
+import { afterIo, utf8Length, utf8Text } from '../runtime.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { checkOptionNames, describe, warn } from '../warnings.js';
 import {
@@ -119,7 +119,7 @@ class AbandonedError extends Error {
 
 const JSON_SERIALIZER: Serializer = {
   encode: (value) => JSON.stringify(value),
-  decode: (raw) => JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8')),
+  decode: (raw) => JSON.parse(typeof raw === 'string' ? raw : utf8Text(raw)),
 };
 
 /** Marks an envelope, so a foreign or damaged value never passes for one. */
@@ -133,7 +133,7 @@ function envelope(value: unknown): Record<string, unknown> {
 const MISS: unique symbol = Symbol('miss');
 
 function byteLength(value: StoreValue): number {
-  return typeof value === 'string' ? Buffer.byteLength(value) : value.byteLength;
+  return typeof value === 'string' ? utf8Length(value) : value.byteLength;
 }
 
 function ignore(): void {}
@@ -445,9 +445,9 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
           };
           // Timers run before I/O in each turn of the event loop: after the process was
           // starved of CPU, a reply may be waiting unread when the timer fires. Decide
-          // after the I/O phase (setImmediate), so a busy process does not report a
-          // healthy store as down.
-          const timer = setTimeout(() => setImmediate(expire), limit);
+          // after the I/O phase (setImmediate where the runtime has it), so a busy
+          // process does not report a healthy store as down.
+          const timer = setTimeout(() => afterIo(expire), limit);
           let result: Promise<T>;
           try {
             result = Promise.resolve(run());
@@ -570,7 +570,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     } catch (err) {
       return toError(err);
     }
-    if (typeof encoded !== 'string' && !Buffer.isBuffer(encoded)) {
+    if (typeof encoded !== 'string' && !(encoded instanceof Uint8Array)) {
       return new TypeError(
         `the serializer's encode() must return a string or a Buffer, got ${describe(encoded)}`,
       );
@@ -604,7 +604,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     signal: AbortSignal,
   ): Promise<{ token: string } | { value: unknown } | undefined> {
     const name = lockKey(key);
-    const token = randomUUID();
+    const token = crypto.randomUUID();
     const deadline = Date.now() + wait;
     let delay = 5;
     for (;;) {

@@ -37,11 +37,18 @@ function header(version: number): string {
   return `${VERSION_MAGIC}${String(version).padStart(DIGITS, '0')}:`;
 }
 
-/** `payload` with the header of `version` in front. */
+/**
+ * `payload` with the header of `version` in front. Bytes stay a `Buffer` where the
+ * runtime has one (Node, Bun, Deno, Workers with `nodejs_compat`), else a `Uint8Array`.
+ */
 export function frame(version: number, payload: StoreValue): StoreValue {
-  return typeof payload === 'string'
-    ? header(version) + payload
-    : Buffer.concat([Buffer.from(header(version), 'latin1'), payload]);
+  if (typeof payload === 'string') return header(version) + payload;
+  const head = header(version);
+  if (typeof Buffer === 'function') return Buffer.concat([Buffer.from(head, 'latin1'), payload]);
+  const framed = new Uint8Array(head.length + payload.length);
+  for (let i = 0; i < head.length; i++) framed[i] = head.charCodeAt(i);
+  framed.set(payload, head.length);
+  return framed as StoreValue;
 }
 
 function hasHeader(raw: StoreValue): boolean {
@@ -64,7 +71,7 @@ export function versionOf(raw: StoreValue): number | undefined {
   const digits =
     typeof raw === 'string'
       ? raw.slice(VERSION_MAGIC.length, HEADER_BYTES - 1)
-      : raw.toString('latin1', VERSION_MAGIC.length, HEADER_BYTES - 1);
+      : String.fromCharCode(...raw.subarray(VERSION_MAGIC.length, HEADER_BYTES - 1));
   const version = Number(digits);
   return Number.isSafeInteger(version) ? version : undefined;
 }

@@ -111,6 +111,21 @@ declare global {
   var kysely: KyselyLike;
   /** The Express app of the snippets that only add a route or a middleware to one. */
   var app: Express;
+  /** Bun's server, as the Bun quick start uses it (declared only: such blocks are type-checked). */
+  var Bun: {
+    serve(options: {
+      port?: number;
+      hostname?: string;
+      fetch(request: Request): Response | Promise<Response>;
+    }): { readonly port: number; stop(): void };
+  };
+  /** Deno's server, as the Deno quick start uses it (declared only). */
+  var Deno: {
+    serve(
+      options: { port?: number; hostname?: string },
+      handler: (request: Request) => Response | Promise<Response>,
+    ): { shutdown(): Promise<void> };
+  };
 }
 
 globalThis.db = database;

@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
-import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the Express middleware; `onEnd` receives Express's `req`. */
 export type Options = AdapterOptions<Request>;

@@ -1,11 +1,7 @@
 import type { FastifyInstance, FastifyPluginCallback, FastifyRequest } from 'fastify';
 import { describe } from '../../warnings.js';
-import {
-  type AdapterOptions,
-  checkAdapterOptions,
-  runRequest,
-  type Settings,
-} from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions, type Settings } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the Fastify plugin; `onEnd` receives Fastify's `request`. */
 export type Options = AdapterOptions<FastifyRequest>;

@@ -1,12 +1,14 @@
-import { ServerResponse } from 'node:http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { getContextCache } from '../../index.js';
+import { type ExecutionContext, runWithExecutionContext } from '../../scope.js';
 import {
   type AdapterOptions,
+  BODY_FAILED,
+  CLIENT_CLOSED,
   checkAdapterOptions,
   OpenRequest,
   RESPONSE_FINISHED,
-  runRequest,
+  type Settings,
   serverTimingEntry,
 } from '../lifecycle.js';
 
@@ -18,20 +20,167 @@ const HONO_USAGE = {
   right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
 };
 
-/** The Node response `@hono/node-server` passes as `c.env.outgoing`, if any. */
-function nodeResponse(c: Context): ServerResponse | undefined {
-  const env: unknown = c.env;
-  if (typeof env !== 'object' || env === null) return undefined;
-  const outgoing = (env as { outgoing?: unknown }).outgoing;
-  return outgoing instanceof ServerResponse ? outgoing : undefined;
+/** The part of Node's `ServerResponse` the adapter watches. */
+interface NodeResponse {
+  once(event: 'close', listener: () => void): unknown;
+  readonly writableFinished: boolean;
 }
 
 /**
- * Hono middleware that gives every request its own cache. On `@hono/node-server` the
- * cache lives until the Node response has been fully sent (or the connection closed),
- * which is after this middleware has returned: a streamed body keeps its cache to the
- * last chunk. Elsewhere (other runtimes, `app.request()` in tests) there is no Node
- * response to watch, and the cache ends when the handlers have returned.
+ * The Node response `@hono/node-server` passes as `c.env.outgoing`, if any. Recognised
+ * by shape, so the adapter imports nothing of Node's and loads on every runtime.
+ */
+function nodeResponse(c: Context): NodeResponse | undefined {
+  const env: unknown = c.env;
+  if (typeof env !== 'object' || env === null) return undefined;
+  const outgoing = (env as { outgoing?: unknown }).outgoing;
+  if (
+    typeof outgoing === 'object' &&
+    outgoing !== null &&
+    typeof (outgoing as NodeResponse).once === 'function' &&
+    typeof (outgoing as NodeResponse).writableFinished === 'boolean'
+  ) {
+    return outgoing as NodeResponse;
+  }
+  return undefined;
+}
+
+/**
+ * The runtime's execution context (Workers' `ctx`, which Hono keeps as
+ * `c.executionCtx`), if it has one. Hono's getter throws where there is none (Bun,
+ * Deno, `app.request()`); that error is made without a stack trace, which would cost
+ * more than the rest of the adapter.
+ */
+function executionContext(c: Context): ExecutionContext | undefined {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    const ctx: unknown = c.executionCtx;
+    return typeof (ctx as Partial<ExecutionContext> | undefined)?.waitUntil === 'function'
+      ? (ctx as ExecutionContext)
+      : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
+/**
+ * `body` as a stream that ends the request once the runtime has read its last chunk,
+ * or when the runtime cancels it (the client went away). Pulled one chunk at a time
+ * (no read-ahead), so "read" means sent on, not buffered by the adapter.
+ */
+function watchBody(
+  body: ReadableStream<Uint8Array>,
+  end: (reason: string) => void,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          end(BODY_FAILED);
+          controller.error(err);
+          return;
+        }
+        if (chunk.done) {
+          controller.close();
+          end(RESPONSE_FINISHED);
+        } else {
+          controller.enqueue(chunk.value);
+        }
+      },
+      cancel(reason) {
+        end(CLIENT_CLOSED);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+/** Append this request's entry to the response's `Server-Timing` header. */
+function appendServerTiming(c: Context, request: OpenRequest<Context>): void {
+  const cache = request.cache;
+  if (cache !== undefined) {
+    c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
+  }
+}
+
+/** On `@hono/node-server`: the request ends when the Node response closes. */
+async function serveOnNode(
+  c: Context,
+  next: () => Promise<void>,
+  request: OpenRequest<Context>,
+  settings: Settings<Context>,
+  res: NodeResponse,
+): Promise<void> {
+  // 'close' comes once, just after 'finish' when the response was sent, or when the
+  // connection went first (Node 20 and later).
+  res.once('close', () => request.finish(res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED));
+  await next();
+  if (settings.serverTiming) appendServerTiming(c, request);
+}
+
+/**
+ * On the runtimes' own servers (Bun, Deno, Workers) and `app.request()`: the request
+ * ends when the runtime has read the whole body, or when the request's signal aborts
+ * (the client went away), whichever comes first.
+ */
+async function serveOnFetch(
+  c: Context,
+  next: () => Promise<void>,
+  request: OpenRequest<Context>,
+  settings: Settings<Context>,
+): Promise<void> {
+  const signal: AbortSignal | undefined = c.req.raw.signal;
+  const onAbort = (): void => end(CLIENT_CLOSED);
+  const end = (reason: string): void => {
+    signal?.removeEventListener('abort', onAbort);
+    request.finish(reason);
+  };
+  if (signal?.aborted) {
+    end(CLIENT_CLOSED);
+  } else {
+    signal?.addEventListener('abort', onAbort);
+  }
+  try {
+    await next();
+  } catch (err) {
+    // Hono turns a handler's error into a response below this middleware; what reaches
+    // here escaped `onError` as well, and there is no body left to wait for.
+    end(BODY_FAILED);
+    throw err;
+  }
+  if (settings.serverTiming) appendServerTiming(c, request);
+  const res = c.res;
+  const body = res.body;
+  if (body === null) {
+    end(RESPONSE_FINISHED);
+    return;
+  }
+  const watched = new Response(watchBody(body, end), res);
+  // Hono copies the old response's headers into a response assigned over it; this one
+  // already has them, and `undefined` first is Hono's way to replace a response whole.
+  c.res = undefined;
+  c.res = watched;
+}
+
+/**
+ * Hono middleware that gives every request its own cache, on every runtime Hono runs
+ * on. The cache lives until the response is done, which is after this middleware has
+ * returned: a streamed body keeps its cache to the last chunk.
+ * - On `@hono/node-server` the cache ends when the Node response has been sent, or the
+ *   connection closed.
+ * - On Bun (`Bun.serve`), Deno (`Deno.serve`), Cloudflare Workers and `app.request()`,
+ *   the response body is passed through the adapter and the cache ends once the runtime
+ *   has read all of it, or when the request's signal aborts (the client went away).
+ * - On Workers, `runInBackground` tasks started by the request are handed to the
+ *   request's `waitUntil` (`c.executionCtx`), so they are not cut off with it.
  *
  * @example
  * ```ts
@@ -50,20 +199,15 @@ export function contextCache(options?: Options): MiddlewareHandler {
   // `options`: the TypeError goes to Hono's onError (a 500, logged by default).
   const settings = checkAdapterOptions<Context>('contextCache', options, HONO_USAGE);
   return async function contextCacheMiddleware(c, next) {
-    const res = nodeResponse(c);
-    if (res !== undefined) return runRequest(res, c, settings, next);
+    // Mounted twice: the outer one owns the cache and ends it.
     if (getContextCache() !== undefined) return next();
     const request = new OpenRequest(c, settings);
-    return request.open(async () => {
-      try {
-        await next();
-      } finally {
-        const cache = request.cache;
-        if (settings.serverTiming && cache !== undefined) {
-          c.header('Server-Timing', serverTimingEntry(cache.stats()), { append: true });
-        }
-        request.finish(RESPONSE_FINISHED);
-      }
-    });
+    const res = nodeResponse(c);
+    if (res !== undefined) {
+      return request.open(() => serveOnNode(c, next, request, settings, res));
+    }
+    const execution = executionContext(c);
+    const serve = () => request.open(() => serveOnFetch(c, next, request, settings));
+    return execution === undefined ? serve() : runWithExecutionContext(execution, serve);
   };
 }

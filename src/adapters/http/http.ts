@@ -5,8 +5,8 @@ import {
   checkAdapterOptions,
   isRequestLike,
   mountedFactoryError,
-  runRequest,
 } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the node:http wrapper; `onEnd` and `onError` receive the `req`. */
 export interface Options extends AdapterOptions<IncomingMessage> {

@@ -1,5 +1,6 @@
 import type { Context, Middleware } from 'koa';
-import { type AdapterOptions, checkAdapterOptions, runRequest } from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /** Options of the Koa middleware; `onEnd` receives Koa's `ctx`. */
 export type Options = AdapterOptions<Context>;

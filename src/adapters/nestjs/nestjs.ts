@@ -8,12 +8,8 @@ import {
   type NestModule,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
-import {
-  type AdapterOptions,
-  checkAdapterOptions,
-  runRequest,
-  type Settings,
-} from '../lifecycle.js';
+import { type AdapterOptions, checkAdapterOptions, type Settings } from '../lifecycle.js';
+import { runRequest } from '../node-response.js';
 
 /**
  * Options of `ContextCacheModule.forRoot()`: those of every adapter. `onEnd` receives

@@ -1,0 +1,79 @@
+/**
+ * The adapters on a Node `ServerResponse` (Express, Fastify, Koa, node:http): one scope
+ * per request, ended when the response has been sent or the connection closed, and the
+ * `Server-Timing` entry written with the headers.
+ */
+
+import type { ServerResponse } from 'node:http';
+import onHeaders from 'on-headers';
+import type { CacheStats, EphemeralCache } from '../index.js';
+import { getContextCache } from '../index.js';
+import {
+  CLIENT_CLOSED,
+  OpenRequest,
+  RESPONSE_FINISHED,
+  type Settings,
+  serverTimingEntry,
+} from './lifecycle.js';
+
+/**
+ * Run `next` (the rest of the request) in a new request scope tied to `res`, and return
+ * what it returns. Inside a scope that already has a live cache (the adapter mounted
+ * twice) `next` simply runs in it: the outer adapter owns that cache and ends it.
+ */
+export function runRequest<Req, T>(
+  res: ServerResponse,
+  req: Req,
+  settings: Settings<Req>,
+  next: () => T,
+): T {
+  if (getContextCache() !== undefined) return next();
+  const request = new OpenRequest(req, settings);
+  return request.open(() => {
+    if (settings.serverTiming) writeServerTiming(res, request);
+    (res as Tracked)[kRequest] = request;
+    res.on('close', onClose);
+    return next();
+  });
+}
+
+/** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
+const kRequest = Symbol('context-cache.request');
+
+type Tracked = ServerResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
+
+/**
+ * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
+ * after 'finish' when it has been sent, or when its connection goes first. One shared
+ * listener is all on-finished would do for us here, at a fraction of its cost.
+ */
+function onClose(this: ServerResponse): void {
+  const request = (this as Tracked)[kRequest];
+  if (request === undefined) return;
+  (this as Tracked)[kRequest] = undefined;
+  request.finish(this.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED);
+}
+
+/** Write this request's `Server-Timing` entry when `res` writes its headers. */
+function writeServerTiming(
+  res: ServerResponse,
+  request: { readonly cache: EphemeralCache | undefined },
+): void {
+  onHeaders(res, function writeServerTiming(this: ServerResponse) {
+    const cache = request.cache;
+    if (cache !== undefined) appendServerTiming(this, cache.stats());
+  });
+}
+
+/** Append this request's entry to any `Server-Timing` header already set on `res`. */
+function appendServerTiming(res: ServerResponse, stats: CacheStats): void {
+  const entry = serverTimingEntry(stats);
+  const previous = res.getHeader('server-timing');
+  if (previous === undefined || previous === '') {
+    res.setHeader('Server-Timing', entry);
+  } else if (Array.isArray(previous)) {
+    res.setHeader('Server-Timing', [...previous, entry]);
+  } else {
+    res.setHeader('Server-Timing', `${String(previous)}, ${entry}`);
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The Hono app every runtime serves for the runtime tests, written without anything of
+ * the runtime's own. It records what the test driver checks from outside: the loads of
+ * each request, when each request's cache ended (and how much of its body had been
+ * produced by then), and which background tasks finished.
+ */
+
+import { Hono } from 'hono';
+import type * as HonoAdapter from '../../src/adapters/hono/index.js';
+import type { Lib } from './conformance.js';
+
+export type Adapter = typeof HonoAdapter;
+
+/** What `/ended/:id` answers once a request's cache has ended. */
+export interface EndRecord {
+  readonly stats: { hits: number; joins: number; misses: number; loads: number };
+  /** Body chunks the request had produced when its cache ended. */
+  readonly chunks: number;
+  /** The request's signal's reason, if it aborted before the cache ended. */
+  readonly reason: string | undefined;
+  /** Whether `getContextCache()` answered `undefined` right after the end. */
+  readonly closed: boolean;
+  /** How many times `onEnd` ran for this request (must be once). */
+  readonly calls: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export function makeApp(lib: Lib, adapter: Adapter): Hono {
+  const loads = new Map<string, Record<string, number>>();
+  const chunks = new Map<string, number>();
+  const reasons = new Map<string, string>();
+  const ended = new Map<string, EndRecord>();
+  const background = new Set<string>();
+  const encoder = new TextEncoder();
+
+  const getValue = (id: string, key: string) =>
+    lib.getWithContextCache('value', key, async () => {
+      const counts = loads.get(id) ?? {};
+      counts[key] = (counts[key] ?? 0) + 1;
+      loads.set(id, counts);
+      await sleep((id.length + key.length) % 4);
+      return `${id}:${key}`;
+    });
+
+  const app = new Hono();
+  app.use(
+    '/r/*',
+    adapter.contextCache({
+      serverTiming: true,
+      onEnd(stats, c) {
+        const id = c.req.path.split('/').pop() ?? '';
+        ended.set(id, {
+          calls: (ended.get(id)?.calls ?? 0) + 1,
+          stats,
+          chunks: chunks.get(id) ?? 0,
+          reason: reasons.get(id),
+          closed: lib.getContextCache() === undefined,
+        });
+      },
+    }),
+  );
+
+  // Nine lookups of three keys, interleaved with other requests' awaits.
+  app.get('/r/page/:id', async (c) => {
+    const id = c.req.param('id');
+    const signal = lib.currentSignal();
+    signal?.addEventListener('abort', () => {
+      reasons.set(id, String((signal.reason as Error | undefined)?.message ?? signal.reason));
+    });
+    const keys = ['user', 'repo', 'settings'];
+    const reads = await Promise.all(
+      Array.from({ length: 9 }, async (_, i) => {
+        await sleep((Number(id) * 7 + i) % 5);
+        return getValue(id, keys[i % 3]!);
+      }),
+    );
+    return c.json({ id, reads, loads: loads.get(id), open: lib.getContextCache() !== undefined });
+  });
+
+  // A body produced after the handler returned, with a cache lookup before each chunk.
+  app.get('/r/stream/:id', async (c) => {
+    const id = c.req.param('id');
+    await getValue(id, 'user');
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        for (let i = 0; i < 3; i++) {
+          await sleep(5);
+          const value = await getValue(id, 'user');
+          const open = lib.getContextCache() !== undefined;
+          chunks.set(id, i + 1);
+          controller.enqueue(encoder.encode(`${JSON.stringify({ value, open })}\n`));
+        }
+        controller.close();
+      },
+    });
+    return c.body(body, 200, { 'content-type': 'application/x-ndjson' });
+  });
+
+  // One chunk, then a heartbeat every 50 ms (as a server-sent-events stream would) until
+  // the client goes away. A runtime that learns of a disconnect only when it writes (workerd)
+  // learns of it at the next heartbeat.
+  app.get('/r/hang/:id', (c) => {
+    const id = c.req.param('id');
+    const signal = lib.currentSignal();
+    signal?.addEventListener('abort', () => {
+      reasons.set(id, String((signal.reason as Error | undefined)?.message ?? signal.reason));
+    });
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        chunks.set(id, 1);
+        controller.enqueue(encoder.encode('first chunk\n'));
+        let beats = 0;
+        // Bounded: the stream ends by itself if the client never goes away.
+        timer = setInterval(() => {
+          if (++beats > 200) {
+            clearInterval(timer);
+            controller.close();
+          } else {
+            controller.enqueue(encoder.encode('\n'));
+          }
+        }, 50);
+      },
+      cancel() {
+        clearInterval(timer);
+      },
+    });
+    return c.body(body);
+  });
+
+  // Work that outlives the response.
+  app.get('/r/background/:id', (c) => {
+    const id = c.req.param('id');
+    lib.runInBackground(
+      async () => {
+        await sleep(150);
+        background.add(id);
+      },
+      { name: `background ${id}` },
+    );
+    return c.text('started');
+  });
+
+  app.get('/ended/:id', (c) => c.json(ended.get(c.req.param('id')) ?? null));
+  app.get('/background-done/:id', (c) => c.json(background.has(c.req.param('id'))));
+  return app;
+}
