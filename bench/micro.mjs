@@ -2,11 +2,23 @@
 // scenario first checks every contender's results and load counts (a wrong answer
 // stops the run), then times it with mitata. Loaders return ready values: no I/O.
 //
+//
 //   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP] [--contender NAME]
+//                              [--baseline ENTRY]
+//
+// After the scenarios, the "user shapes" (ids shape-*): four calls written as a user
+// writes them (lib/shapes.mjs), ours against a hand-rolled AsyncLocalStorage map, in
+// 9 interleaved rounds. `--baseline ENTRY` adds another build of this package (its ESM
+// entry, such as a copy of an older dist/index.js) as a third contender there, so a
+// change is measured before and after in one process.
 import { tracingChannel } from 'node:diagnostics_channel';
 import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
+import * as contextCache from 'context-cache';
 import { do_not_optimize, measure } from 'mitata';
+import * as handRolled from './contenders/hand-rolled.mjs';
 import { contenders as all } from './contenders/index.mjs';
 import { flag, median, option, printTable } from './lib/util.mjs';
 
@@ -18,6 +30,7 @@ const filter = new RegExp(option('--filter') ?? '.');
 const only = option('--contender');
 const contenders = only === undefined ? all : all.filter((c) => c.name === only);
 if (contenders.length === 0) throw new Error(`no contender named ${only}`);
+const baseline = option('--baseline');
 
 // 200 ms of samples per trial and round (mitata's default is 642 ms): ~1.5 minutes in all.
 const timing = quick
@@ -369,11 +382,125 @@ for (const c of contenders.filter((c) => c.scoped)) {
   expect(loads - before === 2, `${c.name}: a new request must not see the last one's entries`);
 }
 
+// --- user shapes --------------------------------------------------------------------
+// Each shape is timed as whole runs of its loop (lib/shapes.mjs); a row is ns per call:
+// the median over rounds of each round's p50 ÷ the calls per run. The ratio to the
+// hand-rolled map is taken per round (both timed in the same round) and reported as the
+// median with its lowest and highest round, so the spread shows beside the number.
+const SHAPES = [
+  [
+    'shape-awaited',
+    "await getWithContextCache('g', 1, loader) in withCacheContext(async)",
+    'awaitedHits',
+    'awaited',
+  ],
+  [
+    'shape-sync',
+    "getWithContextCacheSync('gs', 1, loader) in withCacheContext",
+    'syncHits',
+    'sync',
+  ],
+  [
+    'shape-request',
+    "await withCacheContext(() => getWithContextCache('g', 1, loader)): a request, one miss",
+    'oneMissRequests',
+    'request',
+  ],
+  ['shape-herd', '1000 concurrent calls of one cold key in a new scope', 'coldHerd', 'herd'],
+].filter(([id]) => filter.test(id));
+const shapeRows = [];
+if (SHAPES.length > 0 && (only === undefined || only === 'context-cache')) {
+  const apis = [
+    ['context-cache', contextCache],
+    [
+      'hand-rolled ALS Map',
+      {
+        withCacheContext: (fn) => handRolled.als.run(new Map(), fn),
+        getWithContextCache: handRolled.cached,
+        getWithContextCacheSync: handRolled.cachedSync,
+      },
+    ],
+  ];
+  if (baseline !== undefined) {
+    apis.push(['context-cache (baseline)', await import(pathToFileURL(resolve(baseline)).href)]);
+  }
+  // One instance of lib/shapes.mjs per contender: its own functions, its own call sites.
+  const copies = [];
+  for (const [name, api] of apis) {
+    const shapes = await import(`./lib/shapes.mjs?c=${encodeURIComponent(name)}`);
+    shapes.use(api);
+    copies.push({ name, shapes, runs: SHAPES.map(() => []) });
+  }
+  const want = {
+    awaitedHits: [1000, 1],
+    syncHits: [10000, 1],
+    oneMissRequests: [100, 100],
+    coldHerd: [2, 1],
+  };
+  const shapeRounds = quick ? 1 : 9;
+  // Timed in this process's CPU time, not wall time: on a shared machine a run descheduled
+  // in the middle of a sample would otherwise count another process's work as ours. A
+  // sample is a whole loop (≥ 20 µs), so the clock's microseconds and its two reads per
+  // sample are a rounding error.
+  const cpuNow = () => {
+    const { user, system } = process.cpuUsage();
+    return (user + system) * 1e3;
+  };
+  const shapeTiming = quick ? timing : { min_cpu_time: 50e6, now: cpuNow };
+  for (let round = 0; round < shapeRounds; round++) {
+    for (let s = 0; s < SHAPES.length; s++) {
+      const [id, , fnName, calls] = SHAPES[s];
+      for (let i = 0; i < copies.length; i++) {
+        const copy = copies[(i + round) % copies.length];
+        const fn = copy.shapes[fnName];
+        const before = copy.shapes.loads;
+        const result = await fn();
+        const [value, loaded] = want[fnName];
+        expect(result === value, `${copy.name}: ${id} returned ${result}, not ${value}`);
+        expect(
+          copy.shapes.loads - before === loaded,
+          `${copy.name}: ${id} loaded ${copy.shapes.loads - before} times, not ${loaded}`,
+        );
+        const stats = await measure(fn, shapeTiming);
+        const per = copy.shapes.CALLS[calls];
+        copy.runs[s].push({ p50: stats.p50 / per, avg: stats.avg / per, p99: stats.p99 / per });
+      }
+    }
+  }
+  const hand = copies.find((c) => c.name === 'hand-rolled ALS Map');
+  for (let s = 0; s < SHAPES.length; s++) {
+    const [id, title] = SHAPES[s];
+    for (const copy of copies) {
+      const runs = copy.runs[s];
+      const ratios = runs.map((r, round) => r.p50 / hand.runs[s][round].p50);
+      shapeRows.push({
+        scenario: id,
+        title: `user shape: ${title}`,
+        contender: copy.name,
+        p50: median(runs.map((r) => r.p50)),
+        avg: median(runs.map((r) => r.avg)),
+        p99: median(runs.map((r) => r.p99)),
+        handRolled: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) },
+        rounds: runs.length,
+      });
+    }
+  }
+  rows.push(...shapeRows);
+}
+
 const node = process.version;
 const acf =
   Number(node.slice(1).split('.')[0]) >= 24 &&
   !process.execArgv.includes('--no-async-context-frame');
 console.log(`micro: Node ${node}${acf ? ' (AsyncContextFrame)' : ''}${quick ? ', quick' : ''}`);
+if (quick) {
+  console.log(
+    'SMOKE RUN: one round of a few milliseconds per row, on whatever else this machine is\n' +
+      'doing. It proves every scenario still runs and answers correctly; its timings are\n' +
+      'not measurements (a row can read 2x slower or faster than a real run). For numbers,\n' +
+      'run `npm run bench` on a quiet machine.',
+  );
+}
 for (const scenario of scenarios) {
   const mine = rows.filter((r) => r.scenario === scenario.id);
   if (mine.length === 0) continue;
@@ -387,6 +514,20 @@ for (const scenario of scenarios) {
       formatNs(r.avg),
       ours === undefined ? '' : (r.p50 / ours.p50).toFixed(2),
       r.bytes === undefined ? '' : r.bytes.toFixed(0),
+    ]),
+  );
+}
+for (const [id] of SHAPES) {
+  const mine = shapeRows.filter((r) => r.scenario === id);
+  if (mine.length === 0) continue;
+  printTable(
+    mine[0].title,
+    ['contender', 'ns per call (p50)', 'avg', '÷ hand-rolled (median, lowest–highest round)'],
+    mine.map((r) => [
+      r.contender,
+      formatNs(r.p50),
+      formatNs(r.avg),
+      `${r.handRolled.median.toFixed(2)}× (${r.handRolled.min.toFixed(2)}–${r.handRolled.max.toFixed(2)}, ${r.rounds} rounds)`,
     ]),
   );
 }

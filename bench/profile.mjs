@@ -203,5 +203,6 @@ ${sections.join('\n\n')}
 const out = quick ? here('.results/PROFILE.md') : here('PROFILE.md');
 writeFileSync(out, text);
 console.log(
-  `\n${summary.join('\n')}\nwrote ${out} in ${Math.round((Date.now() - started) / 1000)} s`,
+  `\n${quick ? 'SMOKE RUN (1 s per server, one round: proves the profiler still works; the µs are not measurements)\n' : ''}` +
+    `${summary.join('\n')}\nwrote ${out} in ${Math.round((Date.now() - started) / 1000)} s`,
 );

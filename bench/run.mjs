@@ -8,6 +8,10 @@
 //   node bench/run.mjs --quick    a few iterations of everything (~30 s); writes only
 //                                 under bench/.results/
 //   --only micro,http,memory      run some sections
+//   --routes ping                 only these HTTP routes (ping, page)
+//   --baseline LABEL=ENTRY        also time another build of this package (its ESM entry,
+//                                 such as an older dist/index.js) in the micro's user
+//                                 shapes; LABEL names it in RESULTS.md
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -22,6 +26,13 @@ import { writeReport } from './report.mjs';
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 const quick = flag('--quick');
 const sections = (option('--only') ?? 'micro,http,memory').split(',');
+const routes = (option('--routes') ?? 'ping,page').split(',');
+const [baselineLabel, baselineEntry] = (() => {
+  const given = option('--baseline');
+  if (given === undefined) return [];
+  const i = given.indexOf('=');
+  return i === -1 ? [given, given] : [given.slice(0, i), given.slice(i + 1)];
+})();
 const started = Date.now();
 mkdirSync(here('.results'), { recursive: true });
 
@@ -49,7 +60,12 @@ const label = (n) => `Node ${n.version}${major(n.version) >= 24 ? ' (AsyncContex
 const results = {
   date: new Date().toISOString(),
   quick,
-  command: quick ? 'npm run bench:quick' : 'npm run bench',
+  command: quick
+    ? 'npm run bench:quick'
+    : process.argv.length > 2
+      ? `node bench/run.mjs ${process.argv.slice(2).join(' ')}`
+      : 'npm run bench',
+  baseline: baselineLabel,
   machine: {
     cpu: os.cpus()[0]?.model ?? 'unknown',
     cores: os.availableParallelism(),
@@ -82,6 +98,7 @@ if (sections.includes('micro')) {
       '--json',
       file,
       ...(quick ? ['--quick'] : []),
+      ...(baselineEntry === undefined ? [] : ['--baseline', baselineEntry]),
     ]);
     const micro = { node: label(node), ...JSON.parse(readFileSync(file, 'utf8')) };
     // Per-request setup once more, each contender alone in a process: in the shared
@@ -184,7 +201,7 @@ function httpConfigs() {
 }
 
 if (sections.includes('http')) {
-  const configs = httpConfigs();
+  const configs = httpConfigs().filter((c) => routes.includes(c.route));
   const rounds = quick ? 1 : 3;
   const runs = configs.map(() => []);
   for (let round = 0; round < rounds; round++) {
@@ -204,7 +221,7 @@ if (sections.includes('http')) {
       }
       const last = runs[i].at(-1);
       console.log(
-        `http round ${round + 1}/${rounds} ${label(node)} ${config.framework} /${config.route}` +
+        `http ${quick ? 'smoke run (50 requests, not a measurement) ' : ''}round ${round + 1}/${rounds} ${label(node)} ${config.framework} /${config.route}` +
           `${config.calls === undefined ? '' : ` ${config.calls} calls ${config.store}`}` +
           ` ${config.contender}: ${last.rps.toFixed(0)} req/s, p99 ${last.p99} ms`,
       );
@@ -289,7 +306,9 @@ const chart = results.http.some((r) => r.store === 'latency' && r.framework === 
 if (quick) {
   if (chart !== undefined) writeFileSync(here('.results/chart-quick.svg'), chart);
   console.log(
-    `\nquick run: every contender checked and run (${results.seconds} s); numbers not kept`,
+    `\nquick run: a smoke run, every contender checked and run (${results.seconds} s). Its ` +
+      'timings come from a few milliseconds per row on a busy machine and say nothing about ' +
+      'speed (a row can read 2× off); they are not kept. Measure with npm run bench.',
   );
 } else {
   if (chart !== undefined) writeFileSync(here('chart.svg'), chart);

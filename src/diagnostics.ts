@@ -6,6 +6,9 @@
  *   starts (a miss, or a pass-through once the cache has ended or expired). Its channels
  *   are `tracing:context-cache:load:start`, `:end`, `:asyncStart`, `:asyncEnd` and
  *   `:error`, with Node's own conventions (those of `traceSync` and `tracePromise`).
+ * - `context-cache:batch` is a `TracingChannel` around every call of a `contextBatched`
+ *   batch function, with the group and the number of keys; the keys it loads are not
+ *   traced one by one on `context-cache:load`.
  * - `context-cache:end` is a plain channel published when a request cache ends, with
  *   its final stats.
  *
@@ -45,6 +48,8 @@ import type { CacheKey } from './keys.js';
 export const diagnosticsChannels = Object.freeze({
   /** The `TracingChannel` around each load (`tracing:context-cache:load:start`, ...). */
   load: 'context-cache:load',
+  /** The `TracingChannel` around each call of a `contextBatched` batch function. */
+  batch: 'context-cache:batch',
   /** The channel published when a request cache ends, with its stats. */
   end: 'context-cache:end',
 } as const);
@@ -101,6 +106,37 @@ export interface LoadMessage {
 }
 
 /**
+ * The message of the `context-cache:batch` tracing channel: one object per call of a
+ * batch function, the same on every event of that call. `start` is published before
+ * the call; `asyncStart` / `asyncEnd` when its promise settles (after `error` if it
+ * failed); a batch function that throws publishes `error` and `end` with `failed` set.
+ *
+ * @example
+ * ```ts
+ * import { tracingChannel } from 'node:diagnostics_channel';
+ * import { diagnosticsChannels, type BatchMessage } from 'context-cache';
+ *
+ * tracingChannel<unknown, BatchMessage>(diagnosticsChannels.batch).subscribe({
+ *   start(msg) { console.log(`batch ${msg.group}: ${msg.count} keys`); },
+ *   end() {},
+ *   asyncStart() {},
+ *   asyncEnd(msg) { console.log(`batch ${msg.group} ${msg.failed ? 'failed' : 'done'}`); },
+ *   error() {},
+ * });
+ * ```
+ */
+export interface BatchMessage {
+  /** The group of the batched getter. */
+  readonly group: string;
+  /** How many keys this call loads. */
+  readonly count: number;
+  /** Set once the call is over: whether the batch function threw or rejected. */
+  failed?: boolean;
+  /** What it threw or rejected with, once it failed. */
+  error?: unknown;
+}
+
+/**
  * The message of the `context-cache:end` channel, published once per request cache when
  * it ends (adapters end it when the response is done).
  *
@@ -126,6 +162,7 @@ type Tracing = dc.TracingChannel<unknown, LoadMessage>;
 type DiagnosticsChannel = typeof dc;
 
 let loadChannel: Tracing | undefined;
+let batchChannel: dc.TracingChannel<unknown, BatchMessage> | undefined;
 let endChannel: dc.Channel | undefined;
 // `TracingChannel#hasSubscribers` exists from Node 20.13 / 22.0; before it, ask each channel.
 let hasAggregate = false;
@@ -135,6 +172,7 @@ function attach(module: DiagnosticsChannel | undefined): void {
   if (module === undefined || loadChannel !== undefined) return;
   if (typeof module.tracingChannel === 'function') {
     loadChannel = module.tracingChannel<unknown, LoadMessage>(diagnosticsChannels.load);
+    batchChannel = module.tracingChannel<unknown, BatchMessage>(diagnosticsChannels.batch);
     hasAggregate =
       typeof Object.getOwnPropertyDescriptor(Object.getPrototypeOf(loadChannel), 'hasSubscribers')
         ?.get === 'function';
@@ -161,6 +199,56 @@ export function tracingLoads(): boolean {
     loadChannel.asyncEnd.hasSubscribers ||
     loadChannel.error.hasSubscribers
   );
+}
+
+/** Whether anyone subscribes to the batch channel. Asked once per batch call. */
+export function tracingBatches(): boolean {
+  const channel = batchChannel;
+  if (channel === undefined) return false;
+  if (hasAggregate) return channel.hasSubscribers;
+  return (
+    channel.start.hasSubscribers ||
+    channel.end.hasSubscribers ||
+    channel.asyncStart.hasSubscribers ||
+    channel.asyncEnd.hasSubscribers ||
+    channel.error.hasSubscribers
+  );
+}
+
+/**
+ * Run one batch call traced on `context-cache:batch`; call only when `tracingBatches()`.
+ * Returns the call's result as a promise; rejects with what it threw or rejected with.
+ */
+export function traceBatch(group: string, count: number, run: () => unknown): Promise<unknown> {
+  const channel = batchChannel as dc.TracingChannel<unknown, BatchMessage>;
+  const message: BatchMessage = { group, count };
+  let result: unknown;
+  try {
+    result = runInStart(channel.start as unknown as Channel, message as never, run);
+  } catch (err) {
+    message.failed = true;
+    message.error = err;
+    channel.error.publish(message);
+    channel.end.publish(message);
+    return Promise.reject(err);
+  }
+  channel.end.publish(message);
+  const promise = Promise.resolve(result);
+  promise.then(
+    () => {
+      message.failed = false;
+      channel.asyncStart.publish(message);
+      channel.asyncEnd.publish(message);
+    },
+    (err: unknown) => {
+      message.failed = true;
+      message.error = err;
+      channel.error.publish(message);
+      channel.asyncStart.publish(message);
+      channel.asyncEnd.publish(message);
+    },
+  );
+  return promise;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

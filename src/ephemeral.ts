@@ -37,6 +37,8 @@ export interface CacheStats {
   errors: number;
   /** Entries dropped because the cache held `maxEntries`. */
   evictions: number;
+  /** Calls to a `contextBatched` batch function. */
+  batches: number;
 }
 
 /**
@@ -77,8 +79,13 @@ export interface CacheOptions {
 type Loader = (key: never, ctx: LoaderContext) => unknown;
 type SyncLoader = (key: never) => unknown;
 
+/** A request-cache entry, as `contextBatched` holds it (opaque outside this module). */
+export interface BatchedEntry {
+  readonly key: unknown;
+}
+
 /** One cached value or load in flight, linked in insertion order for eviction. */
-class Entry {
+class Entry implements BatchedEntry {
   /** Whether `value` holds the result (a pending load has only `promise`). */
   settled: boolean;
   value: unknown;
@@ -156,26 +163,32 @@ const WARNED_EXPIRED = 8;
  * What a request cache holds and counts, made on its first lookup or write: a request
  * that never looks anything up (a health check, a static file) only pays for the
  * `Cache` itself. `end()` drops the entries and keeps the counts.
+ *
+ * Primitive keys: the group looked up last is kept in `lastGroup` / `lastMap`, where
+ * the hit path reads it without a map lookup. Most requests use one or two groups, so
+ * the first group lives only there; the `primitives` map of every group is made when a
+ * second group arrives (and then holds the last group too).
  */
 class Contents implements CacheStats {
+  /** The group looked up last and its primitive-key map (a group's map never changes). */
+  lastGroup: string | undefined = undefined;
+  lastMap: Map<unknown, Entry> | undefined = undefined;
   primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   head: Entry | undefined = undefined;
   tail: Entry | undefined = undefined;
   size = 0;
-  /** The primitive-key map of the group looked up last (a group's map never changes). */
-  lastGroup: string | undefined = undefined;
-  lastMap: Map<unknown, Entry> | undefined = undefined;
   hits = 0;
   joins = 0;
   misses = 0;
   loads = 0;
   errors = 0;
   evictions = 0;
+  batches = 0;
 
   /**
    * The map of `group` for primitive or composite keys, if it exists yet. Lookups tend
-   * to come in runs of one group, so the last primitive group's map is remembered.
+   * to come in runs of one group, so a primitive group found becomes the last group.
    */
   mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
     if (composite) return this.composites?.get(group);
@@ -188,15 +201,51 @@ class Contents implements CacheStats {
     return map;
   }
 
+  /** The primitive-key map of `group`, made on first use; it becomes the last group. */
+  primitiveMap(group: string): Map<unknown, Entry> {
+    const found = this.mapOf(group, false);
+    if (found !== undefined) return found;
+    const map = new Map<unknown, Entry>();
+    const last = this.lastGroup;
+    if (last !== undefined) {
+      let groups = this.primitives;
+      if (groups === undefined) {
+        // A second group: from now on every group is in `primitives`.
+        groups = new Map();
+        groups.set(last, this.lastMap as Map<unknown, Entry>);
+        this.primitives = groups;
+      }
+      groups.set(group, map);
+    }
+    this.lastGroup = group;
+    this.lastMap = map;
+    return map;
+  }
+
+  /** The composite-key map of `group`, made on first use. */
+  compositeMap(group: string): Map<unknown, Entry> {
+    let groups = this.composites;
+    if (groups === undefined) {
+      groups = new Map();
+      this.composites = groups;
+    }
+    let map = groups.get(group);
+    if (map === undefined) {
+      map = new Map();
+      groups.set(group, map);
+    }
+    return map;
+  }
+
   /** Drop every entry; the counts stay. */
   clear(): void {
+    this.lastGroup = undefined;
+    this.lastMap = undefined;
     this.primitives = undefined;
     this.composites = undefined;
     this.head = undefined;
     this.tail = undefined;
     this.size = 0;
-    this.lastGroup = undefined;
-    this.lastMap = undefined;
   }
 }
 
@@ -223,6 +272,14 @@ export class Cache implements EphemeralCache, ScopeState {
    * also clears. Both `undefined` for a request's cache.
    */
   transaction: unknown = undefined;
+  /**
+   * Entries removed so far (dropped, failed, evicted). A pending batch compares it with
+   * its value when the batch opened: unchanged, every key it queued still has its entry,
+   * so an entry lookup alone tells whether a key is queued already.
+   */
+  removals = 0;
+  /** The group map of the last `findBatched` miss, for the `pendBatched` right after it. */
+  private missedMap: Map<unknown, Entry> | undefined = undefined;
   outer: Cache | undefined = undefined;
 
   constructor(
@@ -289,7 +346,9 @@ export class Cache implements EphemeralCache, ScopeState {
 
   stats(): CacheStats {
     const c = this.contents;
-    if (c === undefined) return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0 };
+    if (c === undefined) {
+      return { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0, batches: 0 };
+    }
     return {
       hits: c.hits,
       joins: c.joins,
@@ -297,6 +356,7 @@ export class Cache implements EphemeralCache, ScopeState {
       loads: c.loads,
       errors: c.errors,
       evictions: c.evictions,
+      batches: c.batches,
     };
   }
 
@@ -374,13 +434,54 @@ export class Cache implements EphemeralCache, ScopeState {
     return this.contents?.mapOf(group, composite);
   }
 
-  /** The async lookup behind `getWithContextCache`. */
+  /**
+   * The async lookup behind `getWithContextCache`. The hit path comes first and checks
+   * only what a hit needs: a primitive key found in the map of the group looked up last
+   * was validated when it was stored, and that group's name is a valid group, so only
+   * the loader (which a hit does not call) is checked. Anything else takes `fetchAny`.
+   */
   fetch(
     group: string,
     key: CacheKey,
     loader: Loader,
     cut: StackCut,
     thisArg?: unknown,
+  ): Promise<unknown> {
+    const contents = this.contents;
+    if (
+      contents !== undefined &&
+      group === contents.lastGroup &&
+      typeof key !== 'object' &&
+      typeof loader === 'function'
+    ) {
+      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+      if (entry !== undefined && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+        if (entry.settled) {
+          contents.hits++;
+          const promise = entry.promise;
+          return promise !== undefined ? promise : this.promiseOf(entry);
+        }
+        contents.joins++;
+        return entry.promise as Promise<unknown>;
+      }
+    }
+    return this.fetchAny(group, key, loader, cut, thisArg);
+  }
+
+  /** The promise of a value set synchronously, made on its first async hit. */
+  private promiseOf(entry: Entry): Promise<unknown> {
+    const promise = Promise.resolve(entry.value);
+    entry.promise = promise;
+    return promise;
+  }
+
+  /** Every async lookup the hit path of `fetch` does not answer. */
+  private fetchAny(
+    group: string,
+    key: CacheKey,
+    loader: Loader,
+    cut: StackCut,
+    thisArg: unknown,
   ): Promise<unknown> {
     checkGroup('getWithContextCache', group);
     checkLoader('getWithContextCache', loader);
@@ -394,8 +495,8 @@ export class Cache implements EphemeralCache, ScopeState {
       if (entry !== undefined) {
         if (entry.settled) {
           contents.hits++;
-          if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
-          return entry.promise;
+          const promise = entry.promise;
+          return promise !== undefined ? promise : this.promiseOf(entry);
         }
         contents.joins++;
         return entry.promise as Promise<unknown>;
@@ -484,8 +585,117 @@ export class Cache implements EphemeralCache, ScopeState {
     return promise;
   }
 
-  /** The sync lookup behind `getWithContextCacheSync`. */
+  // --- contextBatched (batch.ts) --------------------------------------------------
+
+  /**
+   * A batched getter's lookup of `key` (its map key `mapKey`, already checked): the
+   * promise of a settled value (a hit) or of a load in flight (a join), `undefined` on a
+   * miss, counted as a miss and a load (the caller queues the key and then calls
+   * `pendBatched`), or `null` when the cache no longer serves (the miss and the load are
+   * counted while it has not ended; nothing will be stored).
+   */
+  findBatched(
+    fn: string,
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    cut: StackCut,
+  ): Promise<unknown> | undefined | null {
+    if (!this.serving(fn, cut)) {
+      if (!this.ended) {
+        const counts = this.hold();
+        counts.misses++;
+        counts.loads++;
+      }
+      return null;
+    }
+    const contents = this.hold();
+    const map = contents.mapOf(group, composite);
+    const entry = map?.get(mapKey);
+    if (entry !== undefined) {
+      if (entry.settled) {
+        contents.hits++;
+        if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
+        return entry.promise;
+      }
+      contents.joins++;
+      return entry.promise as Promise<unknown>;
+    }
+    contents.misses++;
+    contents.loads++;
+    this.missedMap = map;
+    return undefined;
+  }
+
+  /**
+   * Store the pending load of a key queued for a batch (after `findBatched` missed), so
+   * other lookups of `(group, key)` join it. Returns its entry, or `undefined` if the
+   * cache has ended meanwhile.
+   */
+  pendBatched(
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    promise: Promise<unknown>,
+  ): BatchedEntry | undefined {
+    if (this.ended) return undefined;
+    // The map `findBatched` just missed in, if the group had one: nothing ran since, so
+    // the key is still absent and the entry goes straight in.
+    const found = this.missedMap;
+    this.missedMap = undefined;
+    if (found === undefined) {
+      const map = this.groupMap(group, composite);
+      const entry = new Entry(map, mapKey, false, undefined, promise);
+      this.insert(map, mapKey, entry);
+      return entry;
+    }
+    const entry = new Entry(found, mapKey, false, undefined, promise);
+    this.link(found, mapKey, entry);
+    return entry;
+  }
+
+  /** A batched key's value arrived: keep it, unless a set or remove replaced its load. */
+  settleBatched(entry: BatchedEntry, promise: Promise<unknown>, value: unknown): void {
+    const e = entry as Entry;
+    if (e.promise === promise) {
+      e.settled = true;
+      e.value = value;
+    }
+  }
+
+  /** A batched key failed: count it, and drop its entry so the next call loads again. */
+  failBatched(entry: BatchedEntry | undefined, promise: Promise<unknown> | undefined): void {
+    if (this.ended) return;
+    this.hold().errors++;
+    const e = entry as Entry | undefined;
+    if (e !== undefined && e.promise === promise) this.remove(e);
+  }
+
+  /** Count one call of a batch function. */
+  countBatch(): void {
+    if (!this.ended) this.hold().batches++;
+  }
+
+  /** The sync lookup behind `getWithContextCacheSync`; its hit path is `fetch`'s. */
   fetchSync(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
+    const contents = this.contents;
+    if (
+      contents !== undefined &&
+      group === contents.lastGroup &&
+      typeof key !== 'object' &&
+      typeof loader === 'function'
+    ) {
+      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+      if (entry?.settled && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+        contents.hits++;
+        return entry.value;
+      }
+    }
+    return this.fetchSyncAny(group, key, loader, cut);
+  }
+
+  /** Every sync lookup the hit path of `fetchSync` does not answer. */
+  private fetchSyncAny(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
     const fn = 'getWithContextCacheSync';
     checkGroup(fn, group);
     checkLoader(fn, loader);
@@ -594,18 +804,7 @@ export class Cache implements EphemeralCache, ScopeState {
   /** The map of `group`, made (with what holds it) on first use. */
   private groupMap(group: string, composite: boolean): Map<unknown, Entry> {
     const contents = this.hold();
-    let groups = composite ? contents.composites : contents.primitives;
-    if (groups === undefined) {
-      groups = new Map();
-      if (composite) contents.composites = groups;
-      else contents.primitives = groups;
-    }
-    let map = groups.get(group);
-    if (map === undefined) {
-      map = new Map();
-      groups.set(group, map);
-    }
-    return map;
+    return composite ? contents.compositeMap(group) : contents.primitiveMap(group);
   }
 
   private replace(entry: Entry, value: unknown): void {
@@ -620,6 +819,11 @@ export class Cache implements EphemeralCache, ScopeState {
     // drop it, so every entry in a map is linked exactly once and eviction always ends.
     const previous = map.get(mapKey);
     if (previous !== undefined) this.remove(previous);
+    this.link(map, mapKey, entry);
+  }
+
+  /** Link `entry` in under `mapKey`, which `map` does not hold. */
+  private link(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
     const contents = this.contents as Contents;
     map.set(mapKey, entry);
     const tail = contents.tail;
@@ -641,6 +845,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.contents;
     if (contents === undefined || this.ended || entry.map.get(entry.key) !== entry) return;
     entry.map.delete(entry.key);
+    this.removals++;
     const { prev, next } = entry;
     if (prev === undefined) contents.head = next;
     else prev.next = next;

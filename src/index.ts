@@ -19,6 +19,12 @@ export {
   drainBackground,
   runInBackground,
 } from './background.js';
+export {
+  type BatchFunction,
+  type ContextBatchedFunction,
+  type ContextBatchedOptions,
+  contextBatched,
+} from './batch.js';
 export { LoadTimeoutError } from './deadline.js';
 export {
   type CachedControls,
@@ -30,6 +36,7 @@ export {
   cachedControls,
 } from './decorator.js';
 export {
+  type BatchMessage,
   diagnosticsChannels,
   type EndMessage,
   type LoadMessage,
@@ -58,6 +65,7 @@ export type {
   SharedLoaderContext,
   SharedSetOptions,
   Store,
+  StoreEntry,
   StoreValue,
 } from './shared/types.js';
 export {

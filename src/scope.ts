@@ -285,7 +285,7 @@ export function withNoCacheContext<T>(fn: () => T): T {
  *
  * @example
  * ```ts
- * const stats = getContextCache()?.stats(); // { hits, joins, misses, loads, errors, evictions }
+ * const stats = getContextCache()?.stats(); // { hits, joins, misses, loads, errors, evictions, batches }
  * ```
  */
 export function getContextCache(): EphemeralCache | undefined {

@@ -33,9 +33,9 @@ export function lookup<K extends CacheKey, T>(
   thisArg?: unknown,
 ): Promise<T> {
   const scope = currentScope();
-  if (scope !== undefined && scope.cache !== undefined) {
-    return scope.cache.fetch(group, key, loader as never, cut, thisArg) as Promise<T>;
-  }
+  const cache = scope?.cache;
+  if (cache !== undefined)
+    return cache.fetch(group, key, loader as never, cut, thisArg) as Promise<T>;
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
   checkKey('getWithContextCache', key); // the same TypeError as with a cache

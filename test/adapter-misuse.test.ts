@@ -166,7 +166,7 @@ describe('app.register(contextCache()) on Fastify', () => {
     const reply = await app.inject({ url: '/p/child' });
     expect(reply.json()).toEqual({ open: true });
     expect(reply.headers['server-timing']).toBe(
-      'context-cache;desc="hits=0 joins=0 misses=0 loads=0"',
+      'context-cache;desc="hits=0 joins=0 misses=0 loads=0 batches=0"',
     );
     expect(app.printPlugins()).toContain('context-cache');
     await app.close();

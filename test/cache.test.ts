@@ -54,6 +54,7 @@ describe('in-flight dedup', () => {
         loads: 1,
         errors: 0,
         evictions: 0,
+        batches: 0,
       });
     });
   });
@@ -79,6 +80,38 @@ describe('in-flight dedup', () => {
       expect(await getWithContextCache('user', 1, async () => 'user 1')).toBe('user 1');
       expect(await getWithContextCache('repo', 1, async () => 'repo 1')).toBe('repo 1');
       expect(await getWithContextCache('user', 1, async () => 'other')).toBe('user 1');
+    });
+  });
+
+  it('keeps every group as lookups move between groups, sync and async alike', async () => {
+    await withCacheContext(async () => {
+      const loads: string[] = [];
+      const load = (group: string) => (key: number) => {
+        loads.push(`${group} ${key}`);
+        return `${group} ${key}`;
+      };
+      // The first group, a second one, back to the first, then a third, twice over.
+      for (let round = 0; round < 2; round++) {
+        for (const group of ['user', 'repo', 'user', 'org']) {
+          expect(await getWithContextCache(group, 1, load(group))).toBe(`${group} 1`);
+          expect(getWithContextCacheSync(group, 2, load(group))).toBe(`${group} 2`);
+          expect(await getWithContextCache(group, 2, load(group))).toBe(`${group} 2`);
+          expect(getWithContextCacheSync(group, 1, load(group))).toBe(`${group} 1`);
+        }
+      }
+      expect(loads).toEqual(['user 1', 'user 2', 'repo 1', 'repo 2', 'org 1', 'org 2']);
+      expect(getContextCache()?.stats()).toMatchObject({ misses: 6, loads: 6, hits: 26 });
+      expect(getContextCache()?.size).toBe(6);
+      // A hit still checks what the caller passed.
+      expect(() => getWithContextCache('org', 1, 'not a loader' as never)).toThrow(
+        /loader must be a function/,
+      );
+      expect(() => getWithContextCacheSync('org', 1, 5 as never)).toThrow(
+        /loader must be a function/,
+      );
+      expect(() => getWithContextCache('org', Symbol('k') as never, load('org'))).toThrow(
+        /key must be/,
+      );
     });
   });
 
@@ -462,10 +495,10 @@ describe('withCacheContext', () => {
     );
   });
 
-  it('stats() returns exactly the six counters', () => {
+  it('stats() returns exactly the seven counters', () => {
     withCacheContext(() => {
       expect(Object.keys(getContextCache()?.stats() ?? {}).sort()).toEqual(
-        ['errors', 'evictions', 'hits', 'joins', 'loads', 'misses'].sort(),
+        ['batches', 'errors', 'evictions', 'hits', 'joins', 'loads', 'misses'].sort(),
       );
     });
   });

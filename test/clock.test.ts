@@ -21,11 +21,12 @@ describe('the coarse clock', () => {
   });
 
   it('stays within a period or so of the real time while it is read continuously', async () => {
-    const until = Date.now() + RESOLUTION * 6;
+    const until = Date.now() + RESOLUTION * 10;
     let reads = 0;
     while (Date.now() < until) {
-      // One period, plus slack for a tick that runs late on a busy machine.
-      expect(Date.now() - now()).toBeLessThanOrEqual(RESOLUTION * 2);
+      // One period, plus slack for ticks that run late on a busy machine; a clock that
+      // stopped refreshing would be ten periods old by the end of the loop.
+      expect(Date.now() - now()).toBeLessThanOrEqual(RESOLUTION * 4);
       reads++;
       await sleep(3);
     }

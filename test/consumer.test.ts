@@ -241,13 +241,16 @@ describe('the published package', () => {
         loads: 1,
         errors: 0,
         evictions: 0,
+        batches: 0,
       });
     }
   });
 
   it('adds the Server-Timing entry when asked', () => {
     for (const outcome of [esm, cjs]) {
-      expect(outcome.serverTiming).toBe('context-cache;desc="hits=1 joins=1 misses=1 loads=1"');
+      expect(outcome.serverTiming).toBe(
+        'context-cache;desc="hits=1 joins=1 misses=1 loads=1 batches=0"',
+      );
     }
   });
 });

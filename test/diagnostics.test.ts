@@ -62,7 +62,11 @@ function recording() {
 
 describe('channel names', () => {
   it('publishes on the channels named for the package', () => {
-    expect(diagnosticsChannels).toEqual({ load: 'context-cache:load', end: 'context-cache:end' });
+    expect(diagnosticsChannels).toEqual({
+      load: 'context-cache:load',
+      batch: 'context-cache:batch',
+      end: 'context-cache:end',
+    });
     const r = recording();
     expect(dc.hasSubscribers('tracing:context-cache:load:start')).toBe(true);
     expect(dc.hasSubscribers('tracing:context-cache:load:asyncEnd')).toBe(true);
@@ -265,7 +269,9 @@ describe('end channel', () => {
         cache?.end();
         cache?.end();
         expect(ended).toEqual([
-          { stats: { hits: 1, joins: 0, misses: 2, loads: 2, errors: 0, evictions: 0 } },
+          {
+            stats: { hits: 1, joins: 0, misses: 2, loads: 2, errors: 0, evictions: 0, batches: 0 },
+          },
         ]);
       });
       // A cache that is never ended (no adapter) publishes nothing.

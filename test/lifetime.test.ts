@@ -125,7 +125,15 @@ describe('end()', () => {
     expect(warnings).toEqual([
       [`getWithContextCache() ${ENDED_TEXT}`, 'ContextCacheWarning', 'CONTEXT_CACHE_ENDED'],
     ]);
-    expect(stats).toEqual({ hits: 1, joins: 0, misses: 1, loads: 1, errors: 0, evictions: 0 });
+    expect(stats).toEqual({
+      hits: 1,
+      joins: 0,
+      misses: 1,
+      loads: 1,
+      errors: 0,
+      evictions: 0,
+      batches: 0,
+    });
   });
 
   it('loads in flight at end() settle for their waiters; their results are not stored', async () => {

@@ -1,8 +1,10 @@
-// Repository getters. Each is wrapped with contextCached: within one request, a user,
-// a repository, a permission or a setting is loaded once, however many code paths ask
-// for it. Users and settings also sit in a shared tier (shared.js) behind the request
+// Repository getters. Each is wrapped with contextCached or contextBatched: within one
+// request, a user, a repository, a permission or a setting is loaded once, however many
+// code paths ask for it. Users, repositories and permissions are batched: the 50 rows of
+// the issue list ask for them in the same turn, and each getter answers them all with
+// one query. Users and settings also sit in a shared tier (shared.js) behind the request
 // cache, as Gitea does for its settings: request cache, then the shared cache, then SQL.
-import { contextCached, getContextCache } from 'context-cache';
+import { contextBatched, contextCached, getContextCache } from 'context-cache';
 import { shared } from './shared.js';
 
 /** @typedef {import('./db.js').Database} Database */
@@ -33,9 +35,9 @@ function db() {
  * jobs have no request cache either, so they read the database directly too.
  * @template {import('context-cache').CacheKey} K
  * @template T
- * @param {import('context-cache').ContextCachedFunction<K, T>} cached
+ * @param {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>, prime(key: K, value: T): void }} cached
  * @param {(key: K) => Promise<T>} load
- * @returns {import('context-cache').ContextCachedFunction<K, T>}
+ * @returns {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>, prime(key: K, value: T): void }}
  */
 function unlessCacheOff(cached, load) {
   /** @param {K} key */
@@ -90,18 +92,80 @@ async function loadSetting(name) {
   return row ? row.value : null;
 }
 
-/** A user by id, or null. Request cache, then the shared tier, then SQL. */
-export const getUserById = unlessCacheOff(contextCached('user', loadUser, { shared }), loadUser);
+/** @param {readonly number[]} ids @returns {Promise<Map<number, User>>} */
+async function loadUsers(ids) {
+  const rows = await db().query(
+    'SELECT id, login, name, created_at FROM users WHERE id = ANY($1)',
+    [ids],
+  );
+  return new Map(rows.map((row) => [row.id, toUser(row)]));
+}
 
-/** A repository by id, or null. Request cache, then SQL. */
-export const getRepoById = unlessCacheOff(contextCached('repo', loadRepo), loadRepo);
+/** @param {readonly number[]} ids @returns {Promise<Map<number, Repo>>} */
+async function loadRepos(ids) {
+  const rows = await db().query(
+    'SELECT id, owner_id, name, description FROM repos WHERE id = ANY($1)',
+    [ids],
+  );
+  return new Map(
+    rows.map((row) => [
+      row.id,
+      { id: row.id, ownerId: row.owner_id, name: row.name, description: row.description },
+    ]),
+  );
+}
+
+/**
+ * @param {readonly (readonly [number, number])[]} keys `[userId, repoId]` pairs
+ * @returns {Promise<Permission[]>}
+ */
+async function loadPermissions(keys) {
+  const repos = await getRepoById.many(keys.map(([, repoId]) => repoId));
+  const rows = await db().query(
+    `SELECT p.user_id, p.repo_id, p.level FROM permissions p
+     JOIN unnest($1::int[], $2::int[]) AS k(user_id, repo_id)
+       ON p.user_id = k.user_id AND p.repo_id = k.repo_id`,
+    [keys.map(([userId]) => userId), keys.map(([, repoId]) => repoId)],
+  );
+  const levels = new Map(rows.map((row) => [`${row.user_id}:${row.repo_id}`, row.level]));
+  return keys.map(([userId, repoId], i) => {
+    if (repos[i]?.ownerId === userId) return 'owner';
+    // Every repository is public: anyone can read, collaborators can write.
+    return levels.get(`${userId}:${repoId}`) === 'write' ? 'write' : 'read';
+  });
+}
+
+/**
+ * A user by id, or null. Request cache, then the shared tier, then SQL; the ids asked
+ * for in one turn load with one query.
+ */
+export const getUserById = unlessCacheOff(
+  contextBatched(
+    'user',
+    async (/** @type {readonly number[]} */ ids) => {
+      const found = await loadUsers(ids);
+      return ids.map((id) => found.get(id) ?? null);
+    },
+    { shared },
+  ),
+  loadUser,
+);
+
+/** A repository by id, or null. Request cache, then SQL, batched. */
+const reposById = contextBatched('repo', async (/** @type {readonly number[]} */ ids) => {
+  const found = await loadRepos(ids);
+  return ids.map((id) => found.get(id) ?? null);
+});
+export const getRepoById = Object.assign(unlessCacheOff(reposById, loadRepo), {
+  many: reposById.many,
+});
 
 /**
  * What a user may do in a repository: 'owner', 'write' or 'read'. The key is composite,
- * `[userId, repoId]`, compared by value.
+ * `[userId, repoId]`, compared by value; the pairs asked for in one turn load together.
  */
 export const getPermission = unlessCacheOff(
-  contextCached('permission', loadPermission),
+  contextBatched('permission', loadPermissions),
   loadPermission,
 );
 

@@ -1,6 +1,6 @@
 /**
- * What every adapter does, on the public core API alone: open one scope per request
- * with `withCacheContext`, and when the response is done end the cache, abort the
+ * What every adapter does: open one scope per request (the scope `withCacheContext`
+ * opens, with options checked once when the adapter is made), and when the response is done end the cache, abort the
  * request's signal and call `onEnd` — each exactly once. Nothing here is Node's but
  * `setMaxListeners` (which Bun, Deno and Workers have too): the adapters on a Node
  * `ServerResponse` find it in `node-response.ts`, the Hono adapter also runs on
@@ -8,13 +8,9 @@
  */
 
 import { setMaxListeners } from 'node:events';
-import { DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
-import {
-  type CacheStats,
-  type EphemeralCache,
-  getContextCache,
-  withCacheContext,
-} from '../index.js';
+import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
+import type { CacheStats, EphemeralCache } from '../index.js';
+import { runInScope } from '../scope.js';
 import { checkOptionNames, describe, isCount, isDuration, warnWithDetail } from '../warnings.js';
 
 /** Options every adapter takes; `Req` is the framework's own request object. */
@@ -24,7 +20,7 @@ export interface AdapterOptions<Req> {
   /** At most this many entries per request; past it the oldest are evicted (default 10,000). */
   maxEntries?: number;
   /**
-   * Append `context-cache;desc="hits=H joins=J misses=M loads=L"` to the response's
+   * Append `context-cache;desc="hits=H joins=J misses=M loads=L batches=B"` to the response's
    * `Server-Timing` header, with the counts at the moment headers are written.
    * Off by default: the counts tell a visitor something about the server.
    */
@@ -164,18 +160,16 @@ export class OpenRequest<Req> {
   }
 
   /**
-   * Run `fn` in this request's new scope (`withCacheContext` with the adapter's lifetime,
-   * bound and this request's signal); `cache` is set before `fn` runs.
+   * Run `fn` in this request's new scope: what `withCacheContext` opens with the
+   * adapter's lifetime, bound and this request's signal, without checking options that
+   * were checked when the adapter was made, or the enclosing scope (callers run `next`
+   * in a live cache themselves). `cache` is set before `fn` runs.
    */
   open<T>(fn: () => T): T {
     const settings = this.settings;
-    return withCacheContext(
-      () => {
-        this.cache = getContextCache(); // inside the scope just opened
-        return fn();
-      },
-      { lifetime: settings.lifetime, maxEntries: settings.maxEntries, signal: this.signal },
-    );
+    const cache = new Cache(settings.lifetime, settings.maxEntries, this.signal);
+    this.cache = cache;
+    return runInScope(cache, fn);
   }
 
   /** For `withCacheContext`'s `signal` option. */
@@ -231,5 +225,5 @@ function abortReason(message: string): Error {
 
 /** The `Server-Timing` entry for `stats`. */
 export function serverTimingEntry(stats: CacheStats): string {
-  return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}"`;
+  return `context-cache;desc="hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads} batches=${stats.batches}"`;
 }

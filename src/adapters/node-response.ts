@@ -29,12 +29,12 @@ export function runRequest<Req, T>(
 ): T {
   if (getContextCache() !== undefined) return next();
   const request = new OpenRequest(req, settings);
-  return request.open(() => {
-    if (settings.serverTiming) writeServerTiming(res, request);
-    (res as Tracked)[kRequest] = request;
-    res.on('close', onClose);
-    return next();
-  });
+  // Neither a listener nor a header hook keeps an async context: set up outside the scope,
+  // they let `next` itself run in it, with no closure per request.
+  if (settings.serverTiming) writeServerTiming(res, request);
+  (res as Tracked)[kRequest] = request;
+  res.on('close', onClose);
+  return request.open(next);
 }
 
 /** Where `runRequest` leaves a response's request for the shared `'close'` listener. */

@@ -20,7 +20,9 @@ import { afterIo, utf8Length, utf8Text } from '../runtime.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { checkOptionNames, describe, warn } from '../warnings.js';
 import {
+  BATCH_FAILED,
   GROUP_VIEW,
+  isBatchFailure,
   type SharedCache,
   type SharedGroupView,
   type SharedLoaderContext,
@@ -28,6 +30,11 @@ import {
   type StoreValue,
 } from './types.js';
 import { frame, nextVersion, payloadOf } from './version.js';
+
+function unwrap(value: unknown): unknown {
+  if (isBatchFailure(value)) throw value[BATCH_FAILED];
+  return value;
+}
 
 /** Turns the value envelope into what the store keeps, and back. */
 export interface Serializer {
@@ -156,6 +163,11 @@ interface Flight<V> {
   superseded: boolean;
   /** The write-back of the loaded value, while it runs. */
   writing: Promise<unknown> | undefined;
+  /**
+   * For the keys of one batch load, which share `controller`: how many of them still
+   * have a caller. The load is told to stop only when none has.
+   */
+  batch?: { open: number };
 }
 
 function positive(
@@ -747,6 +759,8 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     // Every caller has gone: the next call starts afresh, and the load is told to stop.
     // If it finishes all the same, its value is still written back.
     forget(flight);
+    // A batch load stops only when every one of its keys has lost its callers.
+    if (flight.batch !== undefined && --flight.batch.open > 0) return;
     flight.controller.abort(
       new AbandonedError('Every caller waiting for this shared load has given up.', {
         cause: reason,
@@ -800,6 +814,189 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const local = peek(fullKey);
     if (local !== MISS) return Promise.resolve(local as V);
     return join(flights.get(fullKey) ?? start(fullKey, key, loader, ttl), signal);
+  }
+
+  // --- batches -------------------------------------------------------------------
+
+  /** Read `keys` in one round trip when the store can (else one by one): values or `MISS`. */
+  async function readMany(keys: readonly string[]): Promise<unknown[]> {
+    if (store.getMany === undefined || keys.length === 1) return Promise.all(keys.map(read));
+    let raws: (StoreValue | undefined)[];
+    try {
+      raws = await op('getMany', keys[0] as string, readTimeout, () => store.getMany!(keys));
+    } catch {
+      return keys.map(() => MISS);
+    }
+    return keys.map((key, i) => decodeOrDrop(key, raws[i] ?? undefined));
+  }
+
+  /** Write back what a batch loaded, detached, in one round trip when the store can. */
+  function writeBackMany(flights: readonly Flight<V>[], values: readonly unknown[], ttl: number) {
+    const entries: { key: string; value: StoreValue; ttl: number; version: number }[] = [];
+    const written: Flight<V>[] = [];
+    for (let i = 0; i < flights.length; i++) {
+      const flight = flights[i] as Flight<V>;
+      const encoded = encode(values[i], flight.version);
+      if (encoded instanceof Error) {
+        notStored(flight.key, encoded.message);
+        continue;
+      }
+      entries.push({ key: flight.key, value: encoded, ttl, version: flight.version });
+      written.push(flight);
+    }
+    if (entries.length === 0) return undefined;
+    const task = detach(
+      async () => {
+        // A set or delete of a key after the load started wins over the load.
+        const live = entries.filter((_, i) => !(written[i] as Flight<V>).superseded);
+        if (live.length === 0) return;
+        if (store.setMany !== undefined && live.length > 1) {
+          await op('setMany', (live[0] as { key: string }).key, writeTimeout, () =>
+            store.setMany!(live),
+          );
+          return;
+        }
+        await Promise.all(
+          live.map((e) =>
+            op('set', e.key, writeTimeout, () => store.set(e.key, e.value, e.ttl, e.version)),
+          ),
+        );
+      },
+      { timeout: writeTimeout, name: 'context-cache batch write-back' },
+    );
+    track(task);
+    for (const flight of written) flight.writing = task;
+    return task;
+  }
+
+  function loadMany(
+    fullKeys: readonly string[],
+    keys: readonly CacheKey[],
+    load: (
+      missed: readonly CacheKey[],
+      ctx: SharedLoaderContext,
+    ) => PromiseLike<readonly unknown[]>,
+  ): Promise<unknown>[] {
+    const n = keys.length;
+    const out = new Array<Promise<unknown>>(n);
+    const signal = currentSignal();
+    if (signal?.aborted) {
+      const aborted = Promise.reject(signal.reason);
+      aborted.then(undefined, ignore);
+      out.fill(aborted);
+      return out;
+    }
+    if (closing !== undefined) {
+      // Closed: the store is gone, the batch function still answers.
+      const all = Promise.resolve().then(() => load(keys, { signal: signal ?? NEVER_ABORTED }));
+      for (let i = 0; i < n; i++) out[i] = all.then((values) => unwrap(values[i]));
+      return out;
+    }
+    const mine: Flight<V>[] = [];
+    const mineKeys: CacheKey[] = [];
+    const settlers: [(value: V) => void, (err: unknown) => void][] = [];
+    const controller = new AbortController();
+    const batch = { open: 0 };
+    const version = nextVersion();
+    for (let i = 0; i < n; i++) {
+      const fullKey = fullKeys[i] as string;
+      const local = peek(fullKey);
+      if (local !== MISS) {
+        out[i] = Promise.resolve(local);
+        continue;
+      }
+      let flight = flights.get(fullKey);
+      if (flight === undefined) {
+        // This batch loads the key: other requests asking for it meanwhile join it.
+        let settle!: [(value: V) => void, (err: unknown) => void];
+        const promise = new Promise<V>((resolve, reject) => {
+          settle = [resolve, reject];
+        });
+        promise.then(undefined, ignore);
+        flight = {
+          key: fullKey,
+          version,
+          controller,
+          promise,
+          waiters: 0,
+          settled: false,
+          superseded: false,
+          writing: undefined,
+          batch,
+        };
+        flights.set(fullKey, flight);
+        batch.open++;
+        mine.push(flight);
+        mineKeys.push(keys[i]);
+        settlers.push(settle);
+      }
+      out[i] = join(flight, signal);
+    }
+    if (mine.length === 0) return out;
+    const fail = (j: number, err: unknown): void => {
+      const flight = mine[j] as Flight<V>;
+      flight.settled = true;
+      forget(flight);
+      (settlers[j] as [unknown, (err: unknown) => void])[1](err);
+    };
+    // Like a shared load, the batch belongs to every request that joins one of its keys:
+    // it runs in a scope of its own, with the batch's signal.
+    runInScope(new Scope(undefined, controller.signal), async () => {
+      const found = await readMany(mine.map((flight) => flight.key));
+      const missed: number[] = [];
+      for (let j = 0; j < mine.length; j++) {
+        if (found[j] === MISS) missed.push(j);
+        else {
+          const flight = mine[j] as Flight<V>;
+          flight.settled = true;
+          forget(flight);
+          (settlers[j] as [(value: V) => void, unknown])[0](found[j] as V);
+        }
+      }
+      if (missed.length === 0) return;
+      let values: readonly unknown[];
+      try {
+        values = await load(
+          missed.map((j) => mineKeys[j] as CacheKey),
+          { signal: controller.signal },
+        );
+      } catch (err) {
+        for (const j of missed) fail(j, err);
+        return;
+      }
+      const loaded: Flight<V>[] = [];
+      const loadedValues: unknown[] = [];
+      for (let m = 0; m < missed.length; m++) {
+        const j = missed[m] as number;
+        const value = values[m];
+        if (isBatchFailure(value)) {
+          fail(j, value[BATCH_FAILED]);
+          continue;
+        }
+        loaded.push(mine[j] as Flight<V>);
+        loadedValues.push(value);
+      }
+      const writing = writeBackMany(loaded, loadedValues, defaultTtl);
+      for (let m = 0, l = 0; m < missed.length; m++) {
+        const j = missed[m] as number;
+        const flight = mine[j] as Flight<V>;
+        if (flight !== loaded[l]) continue;
+        flight.settled = true;
+        // Keep a loaded key's flight while it is written back, as getOrLoad does.
+        if (writing === undefined) forget(flight);
+        else
+          writing.then(
+            () => forget(flight),
+            () => forget(flight),
+          );
+        (settlers[j] as [(value: V) => void, unknown])[0](loadedValues[l++] as V);
+      }
+    }).then(undefined, (err: unknown) => {
+      for (let j = 0; j < mine.length; j++) {
+        if (!(mine[j] as Flight<V>).settled) fail(j, err);
+      }
+    });
+    return out;
   }
 
   // --- writes --------------------------------------------------------------------
@@ -860,6 +1057,12 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       },
       delete(key) {
         return remove('invalidate', entryKey(groupPrefix + encodeKey('invalidate', key)));
+      },
+      loadMany(keys, load) {
+        const fullKeys = keys.map((key) =>
+          entryKey(groupPrefix + encodeKey('contextBatched', key)),
+        );
+        return loadMany(fullKeys, keys, load);
       },
     };
     views.set(group, found);

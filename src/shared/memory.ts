@@ -5,7 +5,7 @@
 
 import { LRUCache } from 'lru-cache';
 import { checkOptionNames, describe } from '../warnings.js';
-import type { Store, StoreValue } from './types.js';
+import type { Store, StoreEntry, StoreValue } from './types.js';
 import { isNewer } from './version.js';
 
 /** Options of `memoryStore`. */
@@ -24,6 +24,9 @@ export interface MemoryStore extends Store {
   peek(key: string): StoreValue | undefined;
   /** Resolves `false` when a value with a larger `version` is kept instead. */
   set(key: string, value: StoreValue, ttl: number, version?: number): Promise<boolean>;
+  getMany(keys: readonly string[]): Promise<(StoreValue | undefined)[]>;
+  /** Resolves, per entry, whether it landed (`false`: a newer value was kept). */
+  setMany(entries: readonly StoreEntry[]): Promise<boolean[]>;
   lock(key: string, token: string, ttl: number): Promise<boolean>;
   unlock(key: string, token: string): Promise<void>;
   /** The `ttl` option: the longest time an entry lives, if set. */
@@ -89,6 +92,15 @@ export function memoryStore(options: MemoryStoreOptions): MemoryStore {
       if (version !== undefined && !isNewer(version, lru.peek(key))) return Promise.resolve(false);
       lru.set(key, value, { ttl: life(ttl) });
       return Promise.resolve(true);
+    },
+    getMany: (keys) => Promise.resolve(keys.map((key) => lru.get(key))),
+    setMany(entries) {
+      const landed = entries.map(({ key, value, ttl, version }) => {
+        if (!isNewer(version, lru.peek(key))) return false;
+        lru.set(key, value, { ttl: life(ttl) });
+        return true;
+      });
+      return Promise.resolve(landed);
     },
     delete(key) {
       lru.delete(key);

@@ -10,7 +10,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { checkOptionNames, describe } from '../warnings.js';
 import type { MemoryStore } from './memory.js';
-import type { Store, StoreValue } from './types.js';
+import type { Store, StoreEntry, StoreValue } from './types.js';
 import { SET_IF_NEWER_SCRIPT, versionOf } from './version.js';
 
 /** The commands a Redis client must offer: a subset of ioredis's `Redis`. */
@@ -21,6 +21,13 @@ export interface RedisClient {
   set(key: string, value: string | Buffer, px: 'PX', ttl: number): Promise<unknown>;
   set(key: string, value: string | Buffer, px: 'PX', ttl: number, nx: 'NX'): Promise<unknown>;
   del(key: string): Promise<number>;
+  /** Used when present (with `mgetBuffer`) for a batched getter's one-round-trip read. */
+  mget?(...keys: string[]): Promise<(string | null)[]>;
+  mgetBuffer?(...keys: string[]): Promise<(Buffer | null)[]>;
+  /** Used when present for a batched getter's one-round-trip write-back. */
+  pipeline?(): RedisPipeline;
+  /** ioredis's `Cluster` says so: its keys live in many slots, so no `MGET` across them. */
+  readonly isCluster?: boolean;
   /** Used when present, so `tieredStore()` never keeps a value in L1 past its Redis ttl. */
   pttl?(key: string): Promise<number>;
   /**
@@ -48,6 +55,13 @@ export interface RedisClient {
   readonly options?: { enableOfflineQueue?: boolean | undefined };
   quit(): Promise<unknown>;
   disconnect(): void;
+}
+
+/** The part of an ioredis pipeline a batched write-back uses. */
+export interface RedisPipeline {
+  evalsha(sha: string, numkeys: number, ...args: (string | number | Buffer)[]): unknown;
+  eval(script: string, numkeys: number, ...args: (string | number | Buffer)[]): unknown;
+  exec(): Promise<[Error | null, unknown][] | null>;
 }
 
 /** Options of `redisStore`: a client you own, or a URL for a client the store owns. */
@@ -81,6 +95,10 @@ export interface TieredStore extends Store {
   peek(key: string): StoreValue | undefined;
   /** Resolves `false` when a value with a larger `version` is kept instead. */
   set(key: string, value: StoreValue, ttl: number, version?: number): Promise<boolean>;
+  /** L1 first, then the keys it lacks from Redis in one `MGET`. */
+  getMany(keys: readonly string[]): Promise<(StoreValue | undefined)[]>;
+  /** Redis in one pipeline, then L1 and the invalidation messages of what landed. */
+  setMany(entries: readonly StoreEntry[]): Promise<boolean[]>;
   connection(): number | Error;
   /** This instance's id, sent with its invalidations so it can ignore its own. */
   readonly instanceId: string;
@@ -253,6 +271,62 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
     return (await client.eval!(SET_IF_NEWER_SCRIPT, 1, ...args)) === 1;
   }
 
+  // One MGET, and one pipeline of compare-and-set scripts: on a single Redis server. On a
+  // Cluster each entry has a slot of its own, so entries are read and written one by one.
+  const batchable =
+    client.isCluster !== true &&
+    (typeof client.mgetBuffer === 'function' || typeof client.mget === 'function') &&
+    typeof client.pipeline === 'function' &&
+    typeof client.eval === 'function';
+
+  async function getMany(keys: readonly string[]): Promise<(StoreValue | undefined)[]> {
+    const values =
+      typeof client.mgetBuffer === 'function'
+        ? await client.mgetBuffer(...keys)
+        : await client.mget!(...keys);
+    return values.map((value) => value ?? undefined);
+  }
+
+  /** Each entry by the compare-and-set script, all in one pipeline; resolves which landed. */
+  async function setMany(entries: readonly StoreEntry[]): Promise<boolean[]> {
+    const argsOf = (e: StoreEntry) => [
+      e.key,
+      e.value,
+      Math.max(1, Math.ceil(e.ttl)),
+      String(e.version),
+    ];
+    const send = async (byDigest: boolean, list: readonly StoreEntry[]) => {
+      const pipeline = client.pipeline!();
+      for (const e of list) {
+        if (byDigest) pipeline.evalsha(SET_IF_NEWER_SHA, 1, ...argsOf(e));
+        else pipeline.eval(SET_IF_NEWER_SCRIPT, 1, ...argsOf(e));
+      }
+      const replies = await pipeline.exec();
+      if (replies === null) throw new Error('The Redis pipeline was discarded.');
+      return replies;
+    };
+    const replies = await send(true, entries);
+    // A server that has not seen the script yet: send those again with the script itself.
+    const unknown = replies
+      .map((reply, i) =>
+        reply[0] !== null && errorMessage(reply[0]).startsWith('NOSCRIPT') ? i : -1,
+      )
+      .filter((i) => i >= 0);
+    if (unknown.length > 0) {
+      const again = await send(
+        false,
+        unknown.map((i) => entries[i] as StoreEntry),
+      );
+      unknown.forEach((i, j) => {
+        replies[i] = again[j] as [Error | null, unknown];
+      });
+    }
+    return replies.map(([err, value]) => {
+      if (err !== null) throw err;
+      return value === 1;
+    });
+  }
+
   let closing: Promise<void> | undefined;
   return {
     client,
@@ -272,6 +346,7 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
       if (status === undefined || status === 'ready' || readies === 0) return readies;
       return lastError ?? new Error(`The Redis client is not connected (status ${status}).`);
     },
+    ...(batchable ? { getMany, setMany } : {}),
     async delete(key) {
       await client.del(key);
     },
@@ -430,6 +505,46 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
         await l1.set(key, value, Math.min(l1ttl, left ?? l1ttl), versionOf(value));
       }
       return value;
+    },
+    async getMany(keys) {
+      const values: (StoreValue | undefined)[] = keys.map((key) => l1.peek(key));
+      const missed: number[] = [];
+      for (let i = 0; i < values.length; i++) if (values[i] === undefined) missed.push(i);
+      if (missed.length === 0) return values;
+      const seen = generation;
+      const missedKeys = missed.map((i) => keys[i] as string);
+      const found =
+        l2.getMany !== undefined
+          ? await l2.getMany(missedKeys)
+          : await Promise.all(missedKeys.map((key) => l2.get(key)));
+      for (let m = 0; m < missed.length; m++) {
+        const value = found[m];
+        const i = missed[m] as number;
+        values[i] = value;
+        // MGET tells no remaining ttl: L1 keeps the value for its own ttl, which bounds
+        // staleness as for any L1 fill.
+        if (value !== undefined && seen === generation) {
+          await l1.set(keys[i] as string, value, l1ttl, versionOf(value));
+        }
+      }
+      return values;
+    },
+    async setMany(entries) {
+      generation++;
+      for (const { key } of entries) await l1.delete(key);
+      const landed =
+        l2.setMany !== undefined
+          ? ((await l2.setMany(entries)) as boolean[])
+          : await Promise.all(entries.map((e) => l2.set(e.key, e.value, e.ttl, e.version)));
+      const published: Promise<number>[] = [];
+      entries.forEach((e, i) => {
+        // A newer value is in Redis: its writer has told everyone already.
+        if (landed[i] === false) return;
+        void l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
+        published.push(client.publish(channel, message(e.key)));
+      });
+      await Promise.all(published);
+      return landed;
     },
     async set(key, value, ttl, version) {
       generation++;

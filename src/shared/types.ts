@@ -32,6 +32,48 @@ export interface SharedGroupView<V> {
     options?: SharedSetOptions,
   ): Promise<V>;
   delete(key: CacheKey): Promise<void>;
+  /**
+   * The values of `keys` for a batched getter, one promise per key: from the store
+   * (one round trip), else from a load of the key already running in this process,
+   * else from one call of `load` for every key still missing, written back detached
+   * in one round trip. `load` resolves one element per missed key, in their order: the
+   * value, or a `batchFailure(error)` for a key that failed (never stored).
+   */
+  loadMany(
+    keys: readonly CacheKey[],
+    load: (
+      missed: readonly CacheKey[],
+      ctx: SharedLoaderContext,
+    ) => PromiseLike<readonly unknown[]>,
+  ): Promise<unknown>[];
+}
+
+/** Marks a failed key in what a batch load resolves (shared by every copy of this package). */
+export const BATCH_FAILED: unique symbol = Symbol.for('context-cache.batch.failed.v1') as never;
+
+/** A failed key's element in what a batch load resolves. */
+export interface BatchFailure {
+  readonly [BATCH_FAILED]: unknown;
+}
+
+/** Wrap the error of a failed key for `SharedGroupView.loadMany`. */
+export function batchFailure(error: unknown): BatchFailure {
+  return { [BATCH_FAILED]: error };
+}
+
+/** Whether `value` is a failed key's element. */
+export function isBatchFailure(value: unknown): value is BatchFailure {
+  return typeof value === 'object' && value !== null && BATCH_FAILED in value;
+}
+
+/** One write of `Store.setMany`: the same four things `set` takes. */
+export interface StoreEntry {
+  readonly key: string;
+  readonly value: StoreValue;
+  /** Time to live in ms. */
+  readonly ttl: number;
+  /** When the value's load started (see `set`). */
+  readonly version: number;
 }
 
 /** A process-wide or cross-process cache, made by `createSharedCache()`. */
@@ -103,6 +145,18 @@ export interface Store {
    * (a direct call), the write is unconditional.
    */
   set(key: string, value: StoreValue, ttl: number, version?: number): Promise<unknown>;
+  /**
+   * Read many keys in one round trip (`MGET` on Redis): one element per key, in order,
+   * `undefined` for a miss. A batched getter's store read; without it, keys are read
+   * one by one.
+   */
+  getMany?(keys: readonly string[]): Promise<(StoreValue | undefined)[]>;
+  /**
+   * Write many entries in one round trip, each by the rule of `set` (only over nothing
+   * or over an older version). A batched getter's write-back; without it, entries are
+   * written one by one.
+   */
+  setMany?(entries: readonly StoreEntry[]): Promise<unknown>;
   /** Drop `key` (and tell other instances, where the store has any). */
   delete(key: string): Promise<void>;
   /**

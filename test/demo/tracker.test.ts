@@ -205,6 +205,9 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     expect(cached.cache).toMatch(/^hits=\d+ joins=\d+ misses=\d+ loads=\d+$/);
     expect(uncached.queries).toBeGreaterThan(300); // 50 rows × several getters each
     expect(cached.queries * 3).toBeLessThan(uncached.queries);
+    // Batched getters: the rows' users, repositories and permissions load with one query
+    // per getter and turn (a dozen in all on a cold first page), not one per row.
+    expect(cached.queries).toBeLessThanOrEqual(15);
     // The footer says the same as the headers.
     expect(cached.body).toContain(`This page ran <strong>${cached.queries} SQL queries</strong>`);
     expect(uncached.body).toContain(

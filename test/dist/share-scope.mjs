@@ -46,6 +46,7 @@ try {
       loads: 1,
       errors: 0,
       evictions: 0,
+      batches: 0,
     });
   });
   assert.equal(cjs.getContextCache(), undefined);

@@ -40,7 +40,8 @@ interface AuthorResponse {
   instance: number;
 }
 
-const SERVER_TIMING = /^context-cache;desc="hits=(\d+) joins=(\d+) misses=(\d+) loads=(\d+)"$/;
+const SERVER_TIMING =
+  /^context-cache;desc="hits=(\d+) joins=(\d+) misses=(\d+) loads=(\d+) batches=(\d+)"$/;
 
 describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (platform) => {
   const ended: { url: string | undefined; stats: CacheStats }[] = [];
@@ -85,7 +86,7 @@ describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (plat
     await res.body?.cancel();
     expect(res.headers.get('server-timing')).toMatch(SERVER_TIMING);
     expect(res.headers.get('server-timing')).toBe(
-      'context-cache;desc="hits=5 joins=0 misses=1 loads=1"',
+      'context-cache;desc="hits=5 joins=0 misses=1 loads=1 batches=0"',
     );
   });
 
@@ -129,7 +130,7 @@ describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (plat
     });
     expect(authors.loads.slice(before).sort((a, b) => a - b)).toEqual([1, 2, 3, 4, 5, 6, 7]);
     const timing = SERVER_TIMING.exec(res.headers.get('server-timing') ?? '');
-    expect(timing?.slice(3)).toEqual(['7', '7']); // misses, loads
+    expect(timing?.slice(3, 5)).toEqual(['7', '7']); // misses, loads
   });
 
   it('ends each cache after its response and calls onEnd once per request', async () => {

@@ -192,7 +192,9 @@ export function runtimeSuite(
         expect(body.reads.filter((value) => !value.startsWith(`${id}:`))).toEqual([]);
         expect(body.reads).toHaveLength(9);
         expect(body.loads).toEqual({ user: 1, repo: 1, settings: 1 });
-        expect(timing).toMatch(/^context-cache;desc="hits=\d+ joins=\d+ misses=3 loads=3"$/);
+        expect(timing).toMatch(
+          /^context-cache;desc="hits=\d+ joins=\d+ misses=3 loads=3 batches=0"$/,
+        );
       }
       for (const id of ids) {
         const end = await endOf(base, id);

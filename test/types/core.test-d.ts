@@ -154,6 +154,7 @@ expectTypeOf<CacheStats>().toEqualTypeOf<{
   loads: number;
   errors: number;
   evictions: number;
+  batches: number;
 }>();
 
 // Background work: detach resolves with the task's value; runInBackground returns nothing.

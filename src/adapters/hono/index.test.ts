@@ -59,7 +59,7 @@ describe('hono without a Node response (app.request)', () => {
     const res = await app.request('/');
     expect(await res.json()).toEqual({ open: true });
     expect(res.headers.get('server-timing')).toBe(
-      'context-cache;desc="hits=1 joins=0 misses=1 loads=1"',
+      'context-cache;desc="hits=1 joins=0 misses=1 loads=1 batches=0"',
     );
     expect(loads).toBe(1);
     expect(ends).toHaveLength(1);

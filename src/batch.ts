@@ -1,0 +1,510 @@
+/**
+ * `contextBatched`: DataLoader's batching carried by the request scope. A miss queues
+ * its key in the pending batch of its own scope; the batch is dispatched once the code
+ * running now and the promise jobs it queued have run, with the unique keys in
+ * first-asked order. The entries are the request cache's, so a batched load is a hit
+ * for `contextCached` / `getWithContextCache` of the same group and the other way round.
+ *
+ * Nothing here is made per request: a getter keeps its pending batches in a map keyed
+ * by the scope they belong to, and each batch leaves that map when it is dispatched.
+ */
+
+import { checkTimeout, LoadTimeoutError } from './deadline.js';
+import { traceBatch, tracingBatches } from './diagnostics.js';
+import { type BatchedEntry, type Cache, EMPTY_CONTEXT } from './ephemeral.js';
+import { claimGroup } from './groups.js';
+import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
+import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
+import { batchFailure, type SharedCache, type SharedGroupView } from './shared/types.js';
+import { checkOptionNames, describe, isCount } from './warnings.js';
+import { groupTiers } from './wrap.js';
+
+const FN = 'contextBatched';
+
+/**
+ * What a batch function receives and returns: the unique keys of one batch (in the
+ * order they were first asked for) and the loader context (`{ signal }` of the scope
+ * the keys were asked in); it resolves to one value or `Error` per key, in the keys'
+ * order, or to a `Map` from key to value.
+ */
+export type BatchFunction<K extends CacheKey, V> = (
+  keys: readonly K[],
+  ctx: LoaderContext,
+) => PromiseLike<ReadonlyArray<V | Error> | ReadonlyMap<K, V>>;
+
+/** Options of `contextBatched`. */
+export interface ContextBatchedOptions<V> {
+  /**
+   * At most this many keys per call of the batch function (a positive integer, or
+   * `Infinity`, the default); a larger batch is split into calls that run concurrently.
+   */
+  maxBatchSize?: number;
+  /** A shared tier behind the request cache, made by `createSharedCache()`. */
+  shared?: SharedCache<V>;
+  /**
+   * How long one call of the batch function may take, in ms. Past it, each key of that
+   * call is rejected with a `LoadTimeoutError` (code `CONTEXT_CACHE_LOAD_TIMEOUT`)
+   * naming the group, the key and the limit, and is not cached: the next call loads it
+   * again. Default: none.
+   */
+  timeout?: number;
+}
+
+/** A getter made by `contextBatched`. */
+export interface ContextBatchedFunction<K extends CacheKey, V> {
+  /** The value of `key`: from the request cache, else through the next batch. */
+  (key: K): Promise<V>;
+  /**
+   * The values of `keys`, in their order, loaded through one batch (plus hits). Rejects
+   * with the first failing key's error, like `Promise.all`.
+   */
+  many(keys: readonly K[]): Promise<V[]>;
+  /**
+   * Drop `key` from the request cache at once and from the shared tier, if any. The
+   * promise resolves when the shared store has dropped the key and other instances
+   * have been told; it rejects when the shared store could not be reached.
+   */
+  invalidate(key: K): Promise<void>;
+  /** Store `value` for `key` in the request cache, replacing any value there. */
+  prime(key: K, value: V): void;
+}
+
+/** What the executor below hands over: set and read right away, never kept. */
+let nextResolve: ((value: unknown) => void) | undefined;
+let nextReject: ((error: unknown) => void) | undefined;
+
+/** One executor for every queued key's promise, so queuing a key makes no closure. */
+function executor(resolve: (value: unknown) => void, reject: (error: unknown) => void): void {
+  nextResolve = resolve;
+  nextReject = reject;
+}
+
+/**
+ * The keys one scope has queued for one getter since its last dispatch, in parallel
+ * arrays (one small allocation per array, not one object per key).
+ */
+class Pending {
+  readonly owner: object;
+  readonly scope: ScopeState | undefined;
+  /** `scope.cache.removals` when the batch opened (see `queue`). */
+  readonly removals: number;
+  readonly keys: CacheKey[] = [];
+  readonly promises: Promise<unknown>[] = [];
+  /** Each key's resolve and reject functions, two per key. */
+  readonly settlers: ((value: unknown) => void)[] = [];
+  /** The request-cache entry of each key, when the scope's cache is serving. */
+  readonly entries: (BatchedEntry | undefined)[] = [];
+  /**
+   * The queued keys' indexes by map key, made when an entry lookup cannot tell whether a
+   * key is queued already: without a serving cache, or after an entry was dropped.
+   */
+  byKey: Map<unknown, number> | undefined = undefined;
+
+  constructor(owner: object, scope: ScopeState | undefined) {
+    this.owner = owner;
+    this.scope = scope;
+    this.removals = scope?.cache?.removals ?? 0;
+  }
+
+  /** The index of `mapKey` if it is queued already, else -1. */
+  indexOf(mapKey: unknown): number {
+    let byKey = this.byKey;
+    if (byKey === undefined) {
+      byKey = new Map();
+      const keys = this.keys;
+      for (let i = 0; i < keys.length; i++) byKey.set(mapKeyOf(FN, keys[i]), i);
+      this.byKey = byKey;
+    }
+    return byKey.get(mapKey) ?? -1;
+  }
+
+  /** Queue a key; returns its index. */
+  add(key: CacheKey, mapKey: unknown): number {
+    const index = this.keys.length;
+    this.keys.push(key);
+    this.promises.push(new Promise<unknown>(executor));
+    this.settlers.push(
+      nextResolve as (value: unknown) => void,
+      nextReject as (error: unknown) => void,
+    );
+    nextResolve = undefined;
+    nextReject = undefined;
+    this.entries.push(undefined);
+    this.byKey?.set(mapKey, index);
+    return index;
+  }
+}
+
+function ignore(): void {}
+
+/** What a timed-out batch call resolves to in the shared path. */
+const TIMED_OUT: unique symbol = Symbol('timed out');
+
+/** Where calls made outside any scope keep their pending batch. */
+const OUTSIDE = {};
+
+let resolved: Promise<void> | undefined;
+
+/**
+ * Run `fn` once the code running now and the promise jobs it queued have run
+ * (DataLoader's default schedule): a promise job that queues a tick. Loads asked for in
+ * `.then` chains and `await`s of the same turn join the batch. Runtimes without
+ * `process.nextTick` fall back to `setImmediate`, then `setTimeout`.
+ */
+const afterPromiseJobs: (fn: () => void) => void =
+  typeof process === 'object' && typeof process.nextTick === 'function'
+    ? (fn) => {
+        resolved ??= Promise.resolve();
+        void resolved.then(() => process.nextTick(fn));
+      }
+    : typeof setImmediate === 'function'
+      ? (fn) => void setImmediate(fn)
+      : (fn) => void setTimeout(fn, 0);
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as PromiseLike<unknown>).then === 'function'
+  );
+}
+
+function isMapLike(value: unknown): value is ReadonlyMap<unknown, unknown> {
+  return (
+    value instanceof Map ||
+    (typeof value === 'object' &&
+      value !== null &&
+      typeof (value as Map<unknown, unknown>).get === 'function' &&
+      typeof (value as Map<unknown, unknown>).has === 'function' &&
+      typeof (value as Map<unknown, unknown>).entries === 'function')
+  );
+}
+
+const OPTIONS = ['maxBatchSize', 'shared', 'timeout'] as const;
+
+/** Check `options` by name and value; returns the timeout in ms, if any. */
+function checkBatchOptions(options: unknown): number | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(
+      `${FN}(): options must be an object such as { maxBatchSize: 100 }, got ${describe(options)}.`,
+    );
+  }
+  checkOptionNames(FN, options, OPTIONS);
+  const { maxBatchSize, timeout } = options as Record<string, unknown>;
+  if (maxBatchSize !== undefined && !isCount(maxBatchSize, 1)) {
+    throw new TypeError(
+      `${FN}(): options.maxBatchSize must be a positive integer or Infinity, such as 100, got ${describe(maxBatchSize)}.`,
+    );
+  }
+  return checkTimeout(FN, timeout);
+}
+
+/**
+ * Batch the loads of a group, DataLoader-style, in the request scope: keys asked for in
+ * the same turn of the event loop (across resolvers, `Promise.all` and `.then` chains)
+ * reach `batch` together, once per scope; each loaded key is stored in the request cache
+ * like a `contextCached` load of the same group. Outside any scope, keys of the same
+ * turn are still batched, and nothing is cached.
+ *
+ * @example
+ * ```ts
+ * const getAuthor = contextBatched('user', async (ids: readonly number[]) => {
+ *   const rows = await db.query('SELECT * FROM users WHERE id = ANY($1)', [ids]);
+ *   return new Map(rows.map((row) => [row.id, row]));
+ * });
+ * // 50 posts, one query for their authors:
+ * const authors = await Promise.all(posts.map((post) => getAuthor(post.authorId)));
+ * ```
+ */
+export function contextBatched<K extends CacheKey, V>(
+  group: string,
+  batch: BatchFunction<K, V>,
+  options?: ContextBatchedOptions<V>,
+): ContextBatchedFunction<K, V> {
+  checkGroup(FN, group);
+  if (typeof batch !== 'function') {
+    throw new TypeError(
+      `${FN}(): batch must be a function that loads many keys at once, such as ` +
+        `(ids) => db.users.findMany(ids), got ${describe(batch)}.`,
+    );
+  }
+  const timeout = checkBatchOptions(options);
+  const maxBatchSize = options?.maxBatchSize ?? Infinity;
+  const shared = options?.shared;
+  const { view, invalidate, prime } = groupTiers(
+    FN,
+    group,
+    shared === undefined ? undefined : { shared },
+  );
+  claimGroup(FN, group, batch, contextBatched);
+
+  const pendings = new Map<object, Pending>();
+  /** The pending batch used last: most lookups of a turn come from one scope. */
+  let last: Pending | undefined;
+
+  function pendingOf(scope: ScopeState | undefined): Pending {
+    const owner: object = scope ?? OUTSIDE;
+    if (last !== undefined && last.owner === owner) return last;
+    let pending = pendings.get(owner);
+    if (pending === undefined) {
+      const made = new Pending(owner, scope);
+      pendings.set(owner, made);
+      afterPromiseJobs(() => dispatch(made));
+      pending = made;
+    }
+    last = pending;
+    return pending;
+  }
+
+  function dispatch(pending: Pending): void {
+    pendings.delete(pending.owner);
+    if (last === pending) last = undefined;
+    const count = pending.keys.length;
+    if (count <= maxBatchSize) {
+      call(pending, 0, count);
+      return;
+    }
+    for (let from = 0; from < count; from += maxBatchSize) {
+      call(pending, from, Math.min(from + maxBatchSize, count));
+    }
+  }
+
+  function call(pending: Pending, from: number, to: number): void {
+    const scope = pending.scope;
+    const n = to - from;
+    const keys = (n === pending.keys.length ? pending.keys : pending.keys.slice(from, to)) as K[];
+    const ctx = scope?.loaderContext ?? EMPTY_CONTEXT;
+    // A transaction's reads may see its own uncommitted writes: they never reach the
+    // shared tier.
+    if (view !== undefined && ctx.transaction === undefined) {
+      throughShared(view, pending, from, to, keys);
+      return;
+    }
+    scope?.cache?.countBatch();
+    let result: unknown;
+    try {
+      result = tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx);
+    } catch (err) {
+      failAll(pending, from, to, err);
+      return;
+    }
+    if (!isThenable(result)) {
+      settle(pending, from, to, result);
+      return;
+    }
+    if (timeout === undefined) {
+      Promise.resolve(result).then(
+        (values) => settle(pending, from, to, values),
+        (err: unknown) => failAll(pending, from, to, err),
+      );
+      return;
+    }
+    let done = false;
+    const limit = timeout;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      for (let i = from; i < to; i++) {
+        fail(pending, i, new LoadTimeoutError(FN, group, pending.keys[i] as CacheKey, limit));
+      }
+    }, limit);
+    Promise.resolve(result).then(
+      (values) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        settle(pending, from, to, values);
+      },
+      (err: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        failAll(pending, from, to, err);
+      },
+    );
+  }
+
+  /**
+   * With a shared tier: the store answers what it holds (one round trip), keys another
+   * request of this process is loading are joined, and `batch` is called once for the
+   * rest, whose values are written back in one round trip.
+   */
+  function throughShared(
+    view: SharedGroupView<V>,
+    pending: Pending,
+    from: number,
+    to: number,
+    keys: readonly K[],
+  ): void {
+    const cache = pending.scope?.cache;
+    const results = view.loadMany(keys, (missed, ctx) => {
+      cache?.countBatch();
+      return runForShared(missed as readonly K[], ctx);
+    });
+    for (let i = from; i < to; i++) {
+      (results[i - from] as Promise<unknown>).then(
+        (value) => one(pending, i, value),
+        (err: unknown) => fail(pending, i, err),
+      );
+    }
+  }
+
+  /** One call of `batch` for the shared tier: one element per key, failures marked. */
+  async function runForShared(keys: readonly K[], ctx: LoaderContext): Promise<unknown[]> {
+    const n = keys.length;
+    let call: Promise<unknown> = Promise.resolve(
+      tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx),
+    );
+    if (timeout !== undefined) {
+      const limit = timeout;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const expired = new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(resolve, limit, TIMED_OUT);
+      });
+      call = Promise.race([call, expired]).finally(() => clearTimeout(timer));
+    }
+    const values = await call;
+    if (values === TIMED_OUT) {
+      return keys.map((key) =>
+        batchFailure(new LoadTimeoutError(FN, group, key, timeout as number)),
+      );
+    }
+    if (Array.isArray(values)) {
+      if (values.length !== n) throw lengthError(values.length, n);
+      return values.map((value) => (value instanceof Error ? batchFailure(value) : value));
+    }
+    if (isMapLike(values)) {
+      let encoded: Map<unknown, unknown> | undefined;
+      return keys.map((key) => {
+        let value = values.get(key);
+        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
+          encoded ??= encodeMapKeys(values);
+          value = encoded.get(mapKeyOf(FN, key));
+        }
+        return value instanceof Error ? batchFailure(value) : value;
+      });
+    }
+    throw shapeError(values);
+  }
+
+  function lengthError(got: number, n: number): TypeError {
+    return new TypeError(
+      `${FN}('${group}'): the batch function returned ${got} values for ${n} keys. ` +
+        'An array result must hold one value (or Error) per key, in the order of the keys; ' +
+        'return a Map from key to value when some keys have none.',
+    );
+  }
+
+  function shapeError(values: unknown): TypeError {
+    return new TypeError(
+      `${FN}('${group}'): the batch function must resolve to an array with one value per key ` +
+        `or to a Map from key to value, got ${describe(values)}.`,
+    );
+  }
+
+  function settle(pending: Pending, from: number, to: number, values: unknown): void {
+    const n = to - from;
+    if (Array.isArray(values)) {
+      if (values.length !== n) {
+        failAll(pending, from, to, lengthError(values.length, n));
+        return;
+      }
+      for (let i = from; i < to; i++) one(pending, i, values[i - from]);
+      return;
+    }
+    if (isMapLike(values)) {
+      let encoded: Map<unknown, unknown> | undefined;
+      const keys = pending.keys;
+      for (let i = from; i < to; i++) {
+        const key = keys[i];
+        let value = values.get(key);
+        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
+          // A composite key: the map may hold equal arrays rather than the ones passed in.
+          encoded ??= encodeMapKeys(values);
+          value = encoded.get(mapKeyOf(FN, key));
+        }
+        one(pending, i, value);
+      }
+      return;
+    }
+    failAll(pending, from, to, shapeError(values));
+  }
+
+  function one(pending: Pending, i: number, value: unknown): void {
+    if (value instanceof Error) {
+      fail(pending, i, value);
+      return;
+    }
+    const entry = pending.entries[i];
+    if (entry !== undefined) {
+      pending.scope?.cache?.settleBatched(entry, pending.promises[i] as Promise<unknown>, value);
+    }
+    (pending.settlers[2 * i] as (value: unknown) => void)(value);
+  }
+
+  function fail(pending: Pending, i: number, error: unknown): void {
+    const promise = pending.promises[i] as Promise<unknown>;
+    pending.scope?.cache?.failBatched(pending.entries[i], promise);
+    // As for every lookup, a failed key that nobody awaits is not an unhandled rejection
+    // (a caller that awaits it still gets the error). Only a failure pays for the handler.
+    promise.then(undefined, ignore);
+    (pending.settlers[2 * i + 1] as (error: unknown) => void)(error);
+  }
+
+  function failAll(pending: Pending, from: number, to: number, error: unknown): void {
+    for (let i = from; i < to; i++) fail(pending, i, error);
+  }
+
+  const batched = (key: K): Promise<V> => {
+    const scope = currentScope();
+    const mapKey = mapKeyOf(FN, key);
+    const composite = typeof key === 'object' && key !== null;
+    const cache = scope?.cache;
+    let store = false;
+    if (cache !== undefined) {
+      const found = cache.findBatched(FN, group, mapKey, composite, batched);
+      if (found) return found as Promise<V>;
+      store = found === undefined;
+    }
+    const pending = pendingOf(scope);
+    // With a serving cache whose entries are all still there, a queued key would have
+    // been found above (a join); otherwise look among the queued keys.
+    let index =
+      store && (cache as Cache).removals === pending.removals ? -1 : pending.indexOf(mapKey);
+    if (index < 0) index = pending.add(key, mapKey);
+    const promise = pending.promises[index] as Promise<unknown>;
+    if (store)
+      pending.entries[index] = (cache as Cache).pendBatched(group, mapKey, composite, promise);
+    return promise as Promise<V>;
+  };
+
+  const getter = batched as ContextBatchedFunction<K, V>;
+  getter.many = (keys: readonly K[]): Promise<V[]> => {
+    if (!Array.isArray(keys)) {
+      throw new TypeError(
+        `${FN}('${group}').many(): keys must be an array of keys, such as [1, 2, 3], got ${describe(keys)}.`,
+      );
+    }
+    const promises = new Array<Promise<V>>(keys.length);
+    for (let i = 0; i < keys.length; i++) promises[i] = batched(keys[i] as K);
+    return Promise.all(promises);
+  };
+  getter.invalidate = invalidate;
+  getter.prime = prime;
+  return getter;
+}
+
+/** The values of a result map by encoded key, for composite keys given as other arrays. */
+function encodeMapKeys(values: ReadonlyMap<unknown, unknown>): Map<unknown, unknown> {
+  const encoded = new Map<unknown, unknown>();
+  for (const [key, value] of values.entries()) {
+    if (!Array.isArray(key)) continue;
+    try {
+      encoded.set(encodeComposite(FN, key), value);
+    } catch {
+      // Not a key this getter could have asked for.
+    }
+  }
+  return encoded;
+}
