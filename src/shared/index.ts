@@ -16,9 +16,15 @@
 import { detach } from '../background.js';
 import { now } from '../clock.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
-import { afterIo, utf8Length, utf8Text } from '../runtime.js';
+import { afterIo, utf8Length } from '../runtime.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
 import { checkOptionNames, describe, warn } from '../warnings.js';
+import {
+  defaultSerializer,
+  NOT_SERIALIZABLE,
+  NotSerializableError,
+  type Serializer,
+} from './serializer.js';
 import {
   BATCH_FAILED,
   GROUP_VIEW,
@@ -31,15 +37,11 @@ import {
 } from './types.js';
 import { frame, nextVersion, payloadOf } from './version.js';
 
+export type { Serializer } from './serializer.js';
+
 function unwrap(value: unknown): unknown {
   if (isBatchFailure(value)) throw value[BATCH_FAILED];
   return value;
-}
-
-/** Turns the value envelope into what the store keeps, and back. */
-export interface Serializer {
-  encode(value: unknown): StoreValue;
-  decode(raw: StoreValue): unknown;
 }
 
 /** What `onError` learns about the failed operation that started an outage. */
@@ -66,7 +68,12 @@ export interface SharedCacheOptions {
   ttl: number;
   /** Prefix of every key, used verbatim and followed by `:`. */
   namespace: string;
-  /** How values are encoded (default: JSON). It receives and returns the value envelope. */
+  /**
+   * How values are encoded. It receives and returns the value envelope (an object that
+   * holds the value). Default: MessagePack, which round-trips plain objects and arrays,
+   * `Date`, `Map`, `Set`, `BigInt`, `undefined`, typed arrays and `Buffer`, and refuses
+   * (throws for) anything else, such as a class instance.
+   */
   serializer?: Serializer;
   /** A store read slower than this many ms is a miss (and a fault). Default 250. */
   readTimeout?: number;
@@ -118,16 +125,17 @@ class StoreTimeoutError extends Error {
   readonly code = 'CONTEXT_CACHE_STORE_TIMEOUT';
 }
 
+/** The serializer could not encode a value (the default one refuses what would not round-trip). */
+class SerializeError extends TypeError {
+  override readonly name = 'TypeError';
+  readonly code = NOT_SERIALIZABLE;
+}
+
 /** The error a shared load's signal aborts with when every caller waiting for it has gone. */
 class AbandonedError extends Error {
   override readonly name = 'AbortError';
   readonly code = 'CONTEXT_CACHE_LOAD_ABANDONED';
 }
-
-const JSON_SERIALIZER: Serializer = {
-  encode: (value) => JSON.stringify(value),
-  decode: (raw) => JSON.parse(typeof raw === 'string' ? raw : utf8Text(raw)),
-};
 
 /** Marks an envelope, so a foreign or damaged value never passes for one. */
 const MARK = 'cc';
@@ -153,6 +161,8 @@ const NEVER_ABORTED = new AbortController().signal;
 
 interface Flight<V> {
   readonly key: string;
+  /** The `contextCached` group of the key, if any: warnings are once per group. */
+  readonly group: string | undefined;
   /** When the load started: the version its value is stored with. */
   readonly version: number;
   readonly controller: AbortController;
@@ -337,7 +347,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   const store = options.store;
   const prefix = `${options.namespace}:`;
   const defaultTtl = options.ttl;
-  const serializer = options.serializer ?? JSON_SERIALIZER;
+  const serializer = options.serializer ?? defaultSerializer;
   const readTimeout = options.readTimeout ?? DEFAULT_READ_TIMEOUT;
   const writeTimeout = options.writeTimeout ?? DEFAULT_WRITE_TIMEOUT;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
@@ -362,6 +372,8 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   /** The store's connection count when last seen connected: a larger one is a reconnection. */
   let connections = 0;
   let warnedNotStored = false;
+  /** Groups (`''` for keys outside any group) already warned of a value that cannot be encoded. */
+  const warnedGroups = new Set<string>();
   let closing: Promise<void> | undefined;
 
   // --- outages -------------------------------------------------------------------
@@ -571,6 +583,21 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
+  /** Once per group: a loaded value the serializer refused was returned, not stored. */
+  function notSerializable(key: string, group: string | undefined, err: SerializeError): void {
+    if (warnedGroups.has(group ?? '')) return;
+    warnedGroups.add(group ?? '');
+    const which = group === undefined ? 'A loaded value' : `A value loaded for group "${group}"`;
+    warn(
+      `${which} was not stored in the shared cache ("${key}"): ${err.message}. It was returned ` +
+        'all the same, and is loaded again on every miss. Return plain data (objects, arrays, ' +
+        'Date, Map, Set, BigInt, typed arrays, Buffer), or pass createSharedCache() a serializer ' +
+        `option that handles it. Later values of ${group === undefined ? 'keys outside any group' : 'this group'} are not reported.`,
+      NOT_SERIALIZABLE,
+      createSharedCache,
+    );
+  }
+
   /**
    * Encode for storage, behind the header of `version` (when the value's load started):
    * the stored bytes, or the reason the value cannot be stored.
@@ -580,7 +607,15 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     try {
       encoded = serializer.encode(envelope(value));
     } catch (err) {
-      return toError(err);
+      return new SerializeError(
+        err instanceof NotSerializableError
+          ? // Where it sits in the value, not in the envelope around it (`.v`).
+            new NotSerializableError(err.type, err.path.replace(/^\.v/, '')).message
+          : serializer === defaultSerializer
+            ? toError(err).message
+            : `the serializer option's encode() threw: ${toError(err).message}`,
+        { cause: err },
+      );
     }
     if (typeof encoded !== 'string' && !(encoded instanceof Uint8Array)) {
       return new TypeError(
@@ -651,12 +686,23 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
-  function writeBack(flight: Flight<V>, value: V, ttl: number, lockName?: string, token?: string) {
+  function writeBack(
+    flight: Flight<V>,
+    value: V,
+    ttl: number,
+    lockName?: string,
+    token?: string,
+  ): Promise<unknown> | undefined {
     const encoded = encode(value, flight.version);
+    if (encoded instanceof SerializeError) {
+      notSerializable(flight.key, flight.group, encoded);
+      if (lockName !== undefined && token !== undefined) release(lockName, token);
+      return undefined;
+    }
     if (encoded instanceof Error) {
       notStored(flight.key, encoded.message);
       if (lockName !== undefined && token !== undefined) release(lockName, token);
-      return Promise.resolve();
+      return undefined;
     }
     const task = detach(
       async () => {
@@ -714,6 +760,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function start(
     fullKey: string,
+    group: string | undefined,
     key: CacheKey,
     loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
     ttl: number,
@@ -721,6 +768,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const controller = new AbortController();
     const flight: Flight<V> = {
       key: fullKey,
+      group,
       version: nextVersion(),
       controller,
       promise: undefined as never,
@@ -797,6 +845,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function getOrLoad(
     fullKey: string,
+    group: string | undefined,
     key: CacheKey,
     loader: (key: never, ctx: SharedLoaderContext) => V | PromiseLike<V>,
     ttl: number,
@@ -813,7 +862,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     }
     const local = peek(fullKey);
     if (local !== MISS) return Promise.resolve(local as V);
-    return join(flights.get(fullKey) ?? start(fullKey, key, loader, ttl), signal);
+    return join(flights.get(fullKey) ?? start(fullKey, group, key, loader, ttl), signal);
   }
 
   // --- batches -------------------------------------------------------------------
@@ -837,6 +886,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     for (let i = 0; i < flights.length; i++) {
       const flight = flights[i] as Flight<V>;
       const encoded = encode(values[i], flight.version);
+      if (encoded instanceof SerializeError) {
+        notSerializable(flight.key, flight.group, encoded);
+        continue;
+      }
       if (encoded instanceof Error) {
         notStored(flight.key, encoded.message);
         continue;
@@ -871,6 +924,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function loadMany(
     fullKeys: readonly string[],
+    group: string,
     keys: readonly CacheKey[],
     load: (
       missed: readonly CacheKey[],
@@ -915,6 +969,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         promise.then(undefined, ignore);
         flight = {
           key: fullKey,
+          group,
           version,
           controller,
           promise,
@@ -1053,7 +1108,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         const fullKey = entryKey(groupPrefix + encodeKey('contextCached', key));
         checkLoader('contextCached', loader);
         const ttl = checkSetOptions('contextCached', opts) ?? defaultTtl;
-        return getOrLoad(fullKey, key, loader, ttl);
+        return getOrLoad(fullKey, group, key, loader, ttl);
       },
       delete(key) {
         return remove('invalidate', entryKey(groupPrefix + encodeKey('invalidate', key)));
@@ -1062,7 +1117,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
         const fullKeys = keys.map((key) =>
           entryKey(groupPrefix + encodeKey('contextBatched', key)),
         );
-        return loadMany(fullKeys, keys, load);
+        return loadMany(fullKeys, group, keys, load);
       },
     };
     views.set(group, found);
@@ -1074,7 +1129,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       const fullKey = entryKey(encodeKey('getOrLoad', key));
       checkLoader('getOrLoad', loader);
       const ttl = checkSetOptions('getOrLoad', opts) ?? defaultTtl;
-      return getOrLoad(fullKey, key, loader as never, ttl);
+      return getOrLoad(fullKey, undefined, key, loader as never, ttl);
     },
     get(key) {
       const fullKey = entryKey(encodeKey('get', key));

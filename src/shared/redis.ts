@@ -3,7 +3,8 @@
  * instances, `tieredStore()` puts an in-process L1 in front of it and keeps every
  * instance's L1 honest through Redis pub/sub. Built on ioredis, an optional peer
  * dependency loaded by this subpath alone; any ioredis-compatible client works (no
- * `instanceof` checks).
+ * `instanceof` checks), a Redis Cluster client included: keys carry a hash tag, and
+ * invalidations go through sharded pub/sub where the servers have it.
  */
 
 import { createHash, randomUUID } from 'node:crypto';
@@ -26,7 +27,10 @@ export interface RedisClient {
   mgetBuffer?(...keys: string[]): Promise<(Buffer | null)[]>;
   /** Used when present for a batched getter's one-round-trip write-back. */
   pipeline?(): RedisPipeline;
-  /** ioredis's `Cluster` says so: its keys live in many slots, so no `MGET` across them. */
+  /**
+   * ioredis's `Cluster` says so: its keys live in many slots, so no `MGET` across them,
+   * and `tieredStore` uses sharded pub/sub where the servers have it.
+   */
   readonly isCluster?: boolean;
   /** Used when present, so `tieredStore()` never keeps a value in L1 past its Redis ttl. */
   pttl?(key: string): Promise<number>;
@@ -39,9 +43,21 @@ export interface RedisClient {
   evalsha?(sha: string, numkeys: number, ...args: (string | number | Buffer)[]): Promise<unknown>;
   publish(channel: string, message: string): Promise<number>;
   subscribe(...channels: string[]): Promise<unknown>;
-  /** `override`: options of the copy (ioredis), such as `{ enableOfflineQueue: true }`. */
-  duplicate(override?: Record<string, unknown>): RedisClient;
-  on(event: string, listener: (...args: never[]) => void): unknown;
+  /** Sharded publish (Redis 7): used on a Redis Cluster whose servers have it. */
+  spublish?(channel: string, message: string): Promise<unknown>;
+  /** Sharded subscribe (Redis 7): used on a Redis Cluster whose servers have it. */
+  ssubscribe?(...channels: string[]): Promise<unknown>;
+  /** Any command: used when present to ask the server whether it has sharded pub/sub. */
+  call?(command: string, ...args: (string | number)[]): Promise<unknown>;
+  /**
+   * A copy of the client, for the invalidation subscriber. A Redis client takes
+   * `(options)`; an ioredis `Cluster` (`isCluster: true`) takes `(startupNodes, options)`.
+   */
+  duplicate(
+    overrideOrNodes?: Record<string, unknown> | readonly unknown[],
+    options?: Record<string, unknown>,
+  ): RedisClient;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
   /** Used when present to remove the store's listeners from a client it was given. */
   removeListener?(event: string, listener: () => void): unknown;
   /** Used when present to count the client's own `error` listeners. */
@@ -191,6 +207,7 @@ function ignore(): void {}
  * which queues no command once it has lost its connection, and closes it in `close()`).
  * Entries expire in Redis (`PX ttl`); a write lands only over nothing or over a value
  * whose load started earlier, compared and set in one script; the lock is `SET … NX PX`.
+ * An ioredis `Cluster` works as a client: an entry and its lock share a hash slot.
  *
  * @example
  * ```ts
@@ -202,6 +219,7 @@ function ignore(): void {}
  *   ttl: 60_000,
  *   namespace: 'app',
  * });
+ * // or over a Redis Cluster: redisStore({ client: new Cluster([{ host, port }]) })
  * ```
  */
 export function redisStore(options: RedisStoreOptions): RedisStore {
@@ -256,7 +274,7 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
     }
   };
   client.on('ready', onReady);
-  client.on('error', onClientError as (...args: never[]) => void);
+  client.on('error', onClientError as (...args: unknown[]) => void);
 
   async function setIfNewer(key: string, value: StoreValue, px: number, version: number) {
     const args = [key, value, px, String(version)];
@@ -380,6 +398,26 @@ export function redisStore(options: RedisStoreOptions): RedisStore {
   };
 }
 
+/**
+ * Whether invalidations should go through sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`):
+ * on a Redis Cluster whose servers have it (Redis 7+). A sharded message travels only
+ * within the shard that owns the channel's slot, where a classic one is copied to
+ * every node of the cluster.
+ */
+async function hasShardedPubSub(client: RedisClient, subscriber: RedisClient): Promise<boolean> {
+  if (
+    client.isCluster !== true ||
+    typeof client.call !== 'function' ||
+    typeof client.spublish !== 'function' ||
+    typeof subscriber.ssubscribe !== 'function'
+  ) {
+    return false;
+  }
+  // `[null]` from a server without the command, its description from one with it.
+  const info = await client.call('COMMAND', 'INFO', 'SPUBLISH');
+  return Array.isArray(info) && Array.isArray(info[0]);
+}
+
 function isMemoryStore(value: unknown): value is MemoryStore {
   if (typeof value !== 'object' || value === null) return false;
   const record = value as Record<string, unknown>;
@@ -396,7 +434,9 @@ function isMemoryStore(value: unknown): value is MemoryStore {
  * publishes the key with this instance's id on `channel`; every other instance listens
  * through a duplicate of its L2 client and drops the key from its L1, and clears its
  * whole L1 after that subscriber reconnects (messages sent while it was away are lost).
- * Outages are those of L2: an L1 hit is no sign that Redis is back.
+ * Outages are those of L2: an L1 hit is no sign that Redis is back. Over a Redis
+ * Cluster whose servers have sharded pub/sub (Redis 7), messages go by `SPUBLISH` to
+ * subscribers made with `SSUBSCRIBE` (only the shard that owns the channel carries them).
  *
  * @example
  * ```ts
@@ -457,11 +497,33 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   const instanceId = randomUUID();
   const message = (key: string): string => `${instanceId} ${key}`;
   // A client made here: it may wait for its first connection (even when L2's client
-  // no longer queues), never after.
-  const subscriber = client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
+  // no longer queues), never after. A Cluster's copy gets a subscriber per shard, so a
+  // sharded subscription is made on the node that owns the channel's slot.
+  const subscriber =
+    client.isCluster === true
+      ? client.duplicate([], { enableOfflineQueue: true, shardedSubscribers: true })
+      : client.duplicate({ enableOfflineQueue: true, ...OWN_CLIENT_OPTIONS });
   queueUntilFirstReady(subscriber);
   subscriber.on('error', ignore);
-  subscriber.on('message', ((from: string, text: string) => {
+
+  // Decided once, by asking the server (again after a failed attempt): every instance on
+  // one cluster asks the same servers, so publishers and subscribers agree.
+  let shardedMode: Promise<boolean> | undefined;
+  const sharded = (): Promise<boolean> => {
+    shardedMode ??= hasShardedPubSub(client, subscriber).catch((err: unknown) => {
+      shardedMode = undefined;
+      throw err;
+    });
+    return shardedMode;
+  };
+  const listen = async (): Promise<unknown> =>
+    (await sharded()) ? subscriber.ssubscribe!(channel) : subscriber.subscribe(channel);
+  const publish = async (key: string): Promise<unknown> =>
+    (await sharded())
+      ? client.spublish!(channel, message(key))
+      : client.publish(channel, message(key));
+
+  const onMessage = ((from: string, text: string) => {
     if (from !== channel) return;
     let key = text;
     if (text.length > ID_LENGTH && text.charCodeAt(ID_LENGTH) === 32) {
@@ -472,7 +534,9 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
     // (A message without an id comes from an older version of this package: the key.)
     generation++;
     void l1.delete(key);
-  }) as (...args: never[]) => void);
+  }) as (...args: unknown[]) => void;
+  subscriber.on('message', onMessage);
+  subscriber.on('smessage', onMessage);
   const forgetAll = (): void => {
     generation++;
     l1.clear();
@@ -482,14 +546,23 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       forgetAll();
       // Subscribe again and clear once more when Redis confirms: invalidations sent
       // between the reconnection and the confirmation were not heard either.
-      subscriber.subscribe(channel).then(forgetAll, ignore);
+      listen().then(forgetAll, ignore);
     }
     connectedOnce = true;
   });
   subscriber.on('close', () => {
     generation++;
   });
-  const subscribed = subscriber.subscribe(channel).then(ignore);
+  // A Cluster's copy replaces the subscriber of a shard whose connection failed (or whose
+  // slots moved) and subscribes it again by itself: messages sent in between were lost,
+  // so L1 is cleared once its subscribers are back.
+  subscriber.on('-subscriber', () => {
+    generation++;
+  });
+  subscriber.on('subscribersReady', () => {
+    if (connectedOnce) forgetAll();
+  });
+  const subscribed = listen().then(ignore);
   subscribed.catch(ignore);
   let closing: Promise<void> | undefined;
 
@@ -555,14 +628,14 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       // The writer keeps its value (write-through); others drop the key on the message,
       // which this instance ignores.
       await l1.set(key, value, Math.min(l1ttl, ttl), version);
-      await client.publish(channel, message(key));
+      await publish(key);
       return true;
     },
     async delete(key) {
       generation++;
       await l1.delete(key);
       await l2.delete(key);
-      await client.publish(channel, message(key));
+      await publish(key);
     },
     connection: () => l2.connection(),
     instanceId,

@@ -29,7 +29,8 @@ const INSTALL_HINT =
   'redis-server was not found on PATH. The shared-tier tests start their own Redis: ' +
   'install it with `apt-get install redis-server` (Debian/Ubuntu) and run the tests again.';
 
-function freePort(): Promise<number> {
+/** A port nobody listens on now, chosen by the system. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -41,7 +42,17 @@ function freePort(): Promise<number> {
   });
 }
 
-function canConnect(port: number): Promise<boolean> {
+/** Whether nobody listens on `port` of 127.0.0.1 now. */
+export function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** Whether something accepts connections on `port` of 127.0.0.1. */
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (ok: boolean): void => {

@@ -412,6 +412,21 @@ const cases: Record<CaseName, Case> = {
     same(await lib.withCacheContext(() => getUser(2)), { name: 'user 2' }, 'through contextCached');
     same(await shared.getOrLoad(1, () => load(1)), { name: 'user 1' }, 'served by the store');
     same(loads, 3, 'loads');
+    // Rich values come back with their types on every runtime (the default serializer).
+    const rich = {
+      at: new Date(5),
+      tags: new Set(['a']),
+      byId: new Map([[1, 'one']]),
+      big: 2n ** 70n,
+      bytes: new Uint8Array([1, 2]),
+    };
+    await shared.set(3, rich as never);
+    const back = (await shared.get(3)) as unknown as typeof rich;
+    check(back.at instanceof Date && back.at.getTime() === 5, 'a Date read back as a Date');
+    check(back.tags instanceof Set && back.tags.has('a'), 'a Set read back as a Set');
+    check(back.byId instanceof Map && back.byId.get(1) === 'one', 'a Map read back as a Map');
+    check(back.big === 2n ** 70n, 'a BigInt read back as a BigInt');
+    check(back.bytes instanceof Uint8Array && back.bytes[1] === 2, 'bytes read back as bytes');
     await shared.close();
   },
 

@@ -126,7 +126,7 @@ function unguardedGlobals(source: string): string[] {
 
 describe('the built root entry', () => {
   for (const entry of entries) {
-    it(`${entry} imports only AsyncLocalStorage of Node's statically, node:diagnostics_channel dynamically, and lru-cache`, async () => {
+    it(`${entry} imports only AsyncLocalStorage of Node's statically, node:diagnostics_channel dynamically, lru-cache and msgpackr`, async () => {
       const source = readFileSync(join(root, entry), 'utf8');
       expect(await importsOf(entry)).toEqual([
         'dynamic-import node:diagnostics_channel',
@@ -140,7 +140,7 @@ describe('the built root entry', () => {
           .createSourceFile('entry.js', source, ts.ScriptTarget.ES2022, true)
           .statements.filter(ts.isImportDeclaration)
           .map((statement) => (statement.moduleSpecifier as ts.StringLiteral).text);
-        expect(imported.sort()).toEqual(['lru-cache', 'node:async_hooks']);
+        expect(imported.sort()).toEqual(['lru-cache', 'msgpackr', 'node:async_hooks']);
       }
     });
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeKey } from '../../src/keys.js';
+import { defaultSerializer } from '../../src/shared/serializer.js';
 import { eventually } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
@@ -105,7 +106,7 @@ describe('two instances sharing one Redis', () => {
     listener.disconnect();
     expect(await b.call('load', { key: 'k' })).toBe('k loaded by A'); // from Redis, into B's L1
     // Changed behind the cache's back (no invalidation): B keeps serving its L1 copy.
-    await admin.set(stored, JSON.stringify({ cc: 1, v: 'sneaked in' }), 'PX', 60_000);
+    await admin.set(stored, defaultSerializer.encode({ cc: 1, v: 'sneaked in' }), 'PX', 60_000);
     expect(await b.call('load', { key: 'k' })).toBe('k loaded by A');
     // Written through the cache: A publishes the key, B drops it and reads the new value.
     await a.call('set', { key: 'k', value: 'written by A' });

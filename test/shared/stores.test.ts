@@ -12,6 +12,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
 import { redisStore, tieredStore } from '../../src/shared/redis.js';
+import { defaultSerializer } from '../../src/shared/serializer.js';
 import { GROUP_VIEW } from '../../src/shared/types.js';
 import { eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
@@ -35,10 +36,10 @@ beforeEach(async () => {
 
 noUnhandledRejections();
 
-/** The JSON envelope inside a stored value, after its 21-byte version header. */
-function envelopeIn(raw: string): unknown {
-  expect(raw).toMatch(/^cc1:\d{16}:/);
-  return JSON.parse(raw.slice(21));
+/** The envelope inside a stored value, after its 21-byte version header. */
+function envelopeIn(raw: Buffer): unknown {
+  expect(raw.toString('latin1', 0, 21)).toMatch(/^cc1:\d{16}:$/);
+  return defaultSerializer.decode(raw.subarray(21));
 }
 
 interface Kind {
@@ -246,7 +247,7 @@ describe('redisStore', () => {
     });
     await c.set('k', 1, { ttl: 5000 });
     const key = `my app:{${encodeKey('test', 'k')}}`;
-    expect(envelopeIn((await admin.get(key))!)).toEqual({ cc: 1, v: 1 });
+    expect(envelopeIn((await admin.getBuffer(key))!)).toEqual({ cc: 1, v: 1 });
     const pttl = await admin.pttl(key);
     expect(pttl).toBeGreaterThan(0);
     expect(pttl).toBeLessThanOrEqual(5000);
@@ -280,7 +281,7 @@ describe('redisStore', () => {
     });
     await c.getOrLoad('k', () => 'loaded');
     await c.close();
-    expect(envelopeIn((await admin.get(`app:{${encodeKey('test', 'k')}}`))!)).toEqual({
+    expect(envelopeIn((await admin.getBuffer(`app:{${encodeKey('test', 'k')}}`))!)).toEqual({
       cc: 1,
       v: 'loaded',
     });
