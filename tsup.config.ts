@@ -10,6 +10,7 @@ export default defineConfig({
     koa: 'src/adapters/koa/index.ts',
     hono: 'src/adapters/hono/index.ts',
     http: 'src/adapters/http/index.ts',
+    nestjs: 'src/adapters/nestjs/index.ts',
     redis: 'src/shared/redis.ts',
   },
   format: ['esm', 'cjs'],

@@ -12,6 +12,7 @@ export const entryPoints = {
   'context-cache/koa': 'src/adapters/koa/index.ts',
   'context-cache/hono': 'src/adapters/hono/index.ts',
   'context-cache/http': 'src/adapters/http/index.ts',
+  'context-cache/nestjs': 'src/adapters/nestjs/index.ts',
   'context-cache/redis': 'src/shared/redis.ts',
 };
 

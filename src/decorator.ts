@@ -1,8 +1,8 @@
 /**
- * `@cached(group)`: the standard (TC39, TypeScript 5+) method decorator form of
- * `contextCached`, for repository classes. The controls a `contextCached` getter carries
- * as properties (`invalidate`, `prime`) are reached with `cachedControls(method)`,
- * because a decorator cannot change a method's type.
+ * `@cached(group)`: the method decorator form of `contextCached`, for repository and
+ * service classes, under standard decorators and under `experimentalDecorators` alike.
+ * The controls a `contextCached` getter carries as properties (`invalidate`, `prime`) are
+ * reached with `cachedControls(method)`, because a decorator cannot change a method's type.
  */
 
 import { claimGroup } from './groups.js';
@@ -51,7 +51,46 @@ export type CachedMethodReplacement<This, K extends CacheKey, T> = (
 const controlsOf = new WeakMap<Function, CachedControls<CacheKey, unknown>>();
 
 /**
- * A standard method decorator that makes a class method a per-request cached getter,
+ * The method descriptor a legacy (`experimentalDecorators`) method decorator receives.
+ * Only `value` is read; `TypedPropertyDescriptor` of the method is assignable to it.
+ */
+export interface CachedMethodDescriptor<K extends CacheKey, T> {
+  value?: (key: K, ctx: LoaderContext) => PromiseLike<T>;
+}
+
+/**
+ * What `cached(group)` returns: a method decorator in both of TypeScript's forms,
+ * told apart by the arguments it receives. Under standard decorators (TypeScript 5+
+ * without `experimentalDecorators`, esbuild, SWC, Babel `2023-11`) it is called with
+ * `(method, context)` and returns the cached method; under `experimentalDecorators`
+ * (every Nest project, with or without `emitDecoratorMetadata`) it is called with
+ * `(target, propertyKey, descriptor)` and puts the cached method in the descriptor.
+ */
+export interface CachedDecorator<V> {
+  /** The standard (TC39) form. */
+  <This, K extends CacheKey, T extends V>(
+    method: CachedMethod<This, K, T>,
+    context: ClassMethodDecoratorContext<This, CachedMethod<This, K, T>>,
+  ): CachedMethodReplacement<This, K, T>;
+  /** The legacy (`experimentalDecorators`) form. */
+  <K extends CacheKey, T extends V>(
+    target: object,
+    propertyKey: string | symbol,
+    descriptor: CachedMethodDescriptor<K, T>,
+  ): void;
+}
+
+/** A class member decorator called in the standard form: its context names its kind. */
+function isStandardContext(context: unknown): context is DecoratorContext {
+  return (
+    typeof context === 'object' &&
+    context !== null &&
+    typeof (context as { kind?: unknown }).kind === 'string'
+  );
+}
+
+/**
+ * A method decorator that makes a class method a per-request cached getter,
  * exactly as `contextCached(group, loader, options)` does for a function: each key loads
  * once per request (concurrent calls share the load), errors are not cached, the
  * request cache is read first, then `options.shared`, then the method itself. The
@@ -61,8 +100,10 @@ const controlsOf = new WeakMap<Function, CachedControls<CacheKey, unknown>>();
  * `contextCached` getter with the same group) shares the entries, as with
  * `contextCached`. Use `cachedControls(method)` to invalidate or prime a key.
  *
- * Needs standard decorators: TypeScript 5+ without `experimentalDecorators`, or a
- * compiler that implements them (esbuild, SWC, Babel's `2023-11` decorators).
+ * Works under standard decorators (TypeScript 5+ without `experimentalDecorators`,
+ * esbuild, SWC, Babel's `2023-11` decorators) and under TypeScript's
+ * `experimentalDecorators` (with or without `emitDecoratorMetadata`, as in every Nest
+ * project): the form is told from the arguments the decorator receives.
  *
  * @example
  * ```ts
@@ -82,10 +123,7 @@ const controlsOf = new WeakMap<Function, CachedControls<CacheKey, unknown>>();
 export function cached<V = unknown>(
   group: string,
   options?: ContextCachedOptions<V>,
-): <This, K extends CacheKey, T extends V>(
-  method: CachedMethod<This, K, T>,
-  context: ClassMethodDecoratorContext<This, CachedMethod<This, K, T>>,
-) => CachedMethodReplacement<This, K, T> {
+): CachedDecorator<V> {
   checkGroup('cached', group);
   const tiers = groupTiers<V>('cached', group, options);
   const { invalidate, prime } = tiers;
@@ -95,27 +133,10 @@ export function cached<V = unknown>(
     prime: prime as (key: CacheKey, value: unknown) => void,
   };
 
-  return function decorateCached<This, K extends CacheKey, T extends V>(
+  /** The cached method that takes the place of `method`, in either form. */
+  function cacheMethod<This, K extends CacheKey, T extends V>(
     method: CachedMethod<This, K, T>,
-    context: ClassMethodDecoratorContext<This, CachedMethod<This, K, T>>,
   ): CachedMethodReplacement<This, K, T> {
-    if (
-      typeof context !== 'object' ||
-      context === null ||
-      typeof (context as { kind?: unknown }).kind !== 'string'
-    ) {
-      throw new TypeError(
-        `@cached('${group}') is a standard decorator, but it was called as a legacy one ` +
-          `(with ${describe(context)} as its second argument). Turn off ` +
-          '"experimentalDecorators" in tsconfig.json, or use contextCached() instead.',
-      );
-    }
-    if (context.kind !== 'method' || typeof method !== 'function') {
-      throw new TypeError(
-        `@cached('${group}') decorates a class method such as getById(id), ` +
-          `got a ${String(context.kind)} (${String(context.name)}).`,
-      );
-    }
     claimGroup('contextCached', group, method, cached);
     // The loader takes the instance as `this` (see `lookup`): a hit allocates nothing.
     const load = tiers.load(method as TierLoader<K, T>);
@@ -127,7 +148,47 @@ export function cached<V = unknown>(
     };
     controlsOf.set(cachedMethod, controls);
     return cachedMethod;
-  };
+  }
+
+  function decorateCached(method: unknown, context: unknown, descriptor?: unknown): unknown {
+    if (isStandardContext(context)) {
+      if (context.kind !== 'method' || typeof method !== 'function') {
+        throw new TypeError(
+          `@cached('${group}') decorates a class method such as getById(id), ` +
+            `got a ${String(context.kind)} (${String(context.name)}).`,
+        );
+      }
+      return cacheMethod(method as CachedMethod<unknown, CacheKey, V>);
+    }
+    if (typeof context === 'string' || typeof context === 'symbol') {
+      // Legacy: (prototype or constructor, member name, descriptor). A field has no
+      // descriptor; an accessor's has get/set instead of a function value.
+      const value = (descriptor as PropertyDescriptor | undefined)?.value;
+      if (typeof value !== 'function') {
+        const kind =
+          descriptor === undefined || descriptor === null
+            ? 'field'
+            : (descriptor as PropertyDescriptor).get !== undefined ||
+                (descriptor as PropertyDescriptor).set !== undefined
+              ? 'getter or setter'
+              : 'property';
+        throw new TypeError(
+          `@cached('${group}') decorates a class method such as getById(id), ` +
+            `got a ${kind} (${String(context)}).`,
+        );
+      }
+      (descriptor as PropertyDescriptor).value = cacheMethod(
+        value as CachedMethod<unknown, CacheKey, V>,
+      );
+      return descriptor;
+    }
+    throw new TypeError(
+      `@cached('${group}') decorates a class method such as getById(id), but it was called ` +
+        `with ${describe(context)} as its second argument, which is neither a standard ` +
+        "decorator's context nor a legacy decorator's member name. Apply it with @ to a method.",
+    );
+  }
+  return decorateCached as CachedDecorator<V>;
 }
 
 /**

@@ -190,22 +190,15 @@ if (typeof proc?.getBuiltinModule === 'function') {
 
 /** Whether anyone subscribes to the load channel. Asked on the miss path only. */
 export function tracingLoads(): boolean {
-  if (loadChannel === undefined) return false;
-  if (hasAggregate) return loadChannel.hasSubscribers;
-  return (
-    loadChannel.start.hasSubscribers ||
-    loadChannel.end.hasSubscribers ||
-    loadChannel.asyncStart.hasSubscribers ||
-    loadChannel.asyncEnd.hasSubscribers ||
-    loadChannel.error.hasSubscribers
-  );
+  return hasSubscribers(loadChannel);
 }
 
-/** Whether anyone subscribes to the batch channel. Asked once per batch call. */
-export function tracingBatches(): boolean {
-  const channel = batchChannel;
+/** Whether a tracing channel has a subscriber on any of its five channels. */
+function hasSubscribers(
+  channel: Tracing | dc.TracingChannel<unknown, BatchMessage> | undefined,
+): boolean {
   if (channel === undefined) return false;
-  if (hasAggregate) return channel.hasSubscribers;
+  if (hasAggregate) return (channel as { hasSubscribers?: boolean }).hasSubscribers === true;
   return (
     channel.start.hasSubscribers ||
     channel.end.hasSubscribers ||
@@ -213,6 +206,11 @@ export function tracingBatches(): boolean {
     channel.asyncEnd.hasSubscribers ||
     channel.error.hasSubscribers
   );
+}
+
+/** Whether anyone subscribes to the batch channel. Asked once per batch call. */
+export function tracingBatches(): boolean {
+  return hasSubscribers(batchChannel);
 }
 
 /**
@@ -233,10 +231,29 @@ export function traceBatch(group: string, count: number, run: () => unknown): Pr
     return Promise.reject(err);
   }
   channel.end.publish(message);
-  const promise = Promise.resolve(result);
+  return publishSettled(
+    channel as unknown as Tracing,
+    message as never,
+    Promise.resolve(result),
+    false,
+  );
+}
+
+/**
+ * Publish `asyncStart`/`asyncEnd` (and `error`) when `promise` settles, on a separate
+ * branch: it never changes what callers see, and its rejection handler keeps a failed
+ * load or batch from ever being reported as unhandled here.
+ */
+function publishSettled(
+  channel: Tracing,
+  message: LoadMessage,
+  promise: Promise<unknown>,
+  withResult: boolean,
+): Promise<unknown> {
   promise.then(
-    () => {
+    (value) => {
       message.failed = false;
+      if (withResult) message.result = value;
       channel.asyncStart.publish(message);
       channel.asyncEnd.publish(message);
     },
@@ -298,25 +315,7 @@ export function traceLoad(
   } finally {
     channel.end.publish(message);
   }
-  const promise = Promise.resolve(result);
-  // A separate branch: it never changes what callers see, and its rejection handler keeps
-  // a failed load from ever being reported as unhandled here.
-  promise.then(
-    (value) => {
-      message.failed = false;
-      message.result = value;
-      channel.asyncStart.publish(message);
-      channel.asyncEnd.publish(message);
-    },
-    (err: unknown) => {
-      message.failed = true;
-      message.error = err;
-      channel.error.publish(message);
-      channel.asyncStart.publish(message);
-      channel.asyncEnd.publish(message);
-    },
-  );
-  return promise;
+  return publishSettled(channel, message, Promise.resolve(result), true);
 }
 
 /** Publish a request cache's end on `context-cache:end`, if anyone listens. */

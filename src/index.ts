@@ -28,7 +28,9 @@ export {
 export { LoadTimeoutError } from './deadline.js';
 export {
   type CachedControls,
+  type CachedDecorator,
   type CachedMethod,
+  type CachedMethodDescriptor,
   type CachedMethodReplacement,
   cached,
   cachedControls,

@@ -196,19 +196,29 @@ describe('misuse', () => {
     );
   });
 
-  it('explains a legacy (experimentalDecorators) call and a non-method target', () => {
+  it('explains a target that is not a method, in either form', () => {
     const decorate = cached('user') as unknown as (...args: unknown[]) => unknown;
-    const method = async (id: number) => id;
-    expect(() => decorate({}, 'getById', { value: method })).toThrow(
-      new TypeError(
-        "@cached('user') is a standard decorator, but it was called as a legacy one (with a " +
-          'string ("getById") as its second argument). Turn off "experimentalDecorators" in ' +
-          'tsconfig.json, or use contextCached() instead.',
-      ),
-    );
     expect(() => decorate(undefined, { kind: 'field', name: 'user' })).toThrow(
       new TypeError(
         "@cached('user') decorates a class method such as getById(id), got a field (user).",
+      ),
+    );
+    // Legacy forms: a field has no descriptor, an accessor has get/set.
+    expect(() => decorate({}, 'user', undefined)).toThrow(
+      new TypeError(
+        "@cached('user') decorates a class method such as getById(id), got a field (user).",
+      ),
+    );
+    expect(() => decorate({}, 'current', { get: () => 1, configurable: true })).toThrow(
+      new TypeError(
+        "@cached('user') decorates a class method such as getById(id), got a getter or setter (current).",
+      ),
+    );
+    expect(() => decorate(async () => 1, 5)).toThrow(
+      new TypeError(
+        "@cached('user') decorates a class method such as getById(id), but it was called with " +
+          "a number (5) as its second argument, which is neither a standard decorator's context " +
+          "nor a legacy decorator's member name. Apply it with @ to a method.",
       ),
     );
   });

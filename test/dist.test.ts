@@ -31,7 +31,7 @@ describe('the built package', () => {
     });
     const loaded: string[] = JSON.parse(stdout);
     const heavy = loaded.filter((f) =>
-      /node_modules[\\/](express|fastify|koa|hono|@hono|ioredis)[\\/]/.test(f),
+      /node_modules[\\/](express|fastify|koa|hono|@hono|@nestjs|ioredis)[\\/]/.test(f),
     );
     expect(heavy).toEqual([]);
   });

@@ -8,6 +8,8 @@
  * - ```` ```ts run ````: type-checked, then compiled and run with Node (the prelude's
  *   in-memory database installed first); its standard output must equal the ```` ```text ````
  *   block that follows it.
+ * - ```` ```ts nest ````: type-checked as a Nest project compiles (`experimentalDecorators`,
+ *   `emitDecoratorMetadata`), in a program of its own; test/nestjs runs such an app.
  * - ```` ```ts server GET /path ````: type-checked, then started as a child process whose
  *   `listen(...)` is redirected to an ephemeral port on 127.0.0.1; one request is sent to
  *   the path, and the response body must equal the ```` ```text ```` block that follows.
@@ -99,8 +101,10 @@ for (let i = 0; i < blocks.length; i++) {
       ) {
         problems.push(`line ${block.line}: write \`${block.lang} server GET /path\``);
       }
-    } else if (mode !== undefined && block.lang === 'ts') {
-      problems.push(`line ${block.line}: unknown mode "ts ${mode}" (ts, ts run, ts server)`);
+    } else if (mode !== undefined && mode !== 'nest' && block.lang === 'ts') {
+      problems.push(
+        `line ${block.line}: unknown mode "ts ${mode}" (ts, ts run, ts server, ts nest)`,
+      );
     }
   } else if (block.lang !== 'sh') {
     problems.push(
@@ -195,11 +199,30 @@ async function setUpProject(): Promise<void> {
 const fileOf = (block: Block) => `block-${block.line}.ts`;
 
 async function typeCheck(): Promise<void> {
-  for (const block of tsBlocks) {
+  const isNest = (block: Block) => block.meta[0] === 'nest';
+  await typeCheckProgram(
+    'tsconfig.json',
+    tsBlocks.filter((block) => !isNest(block)),
+    {},
+  );
+  // Nest projects compile with legacy decorators and their metadata.
+  await typeCheckProgram('tsconfig.nest.json', tsBlocks.filter(isNest), {
+    experimentalDecorators: true,
+    emitDecoratorMetadata: true,
+  });
+}
+
+async function typeCheckProgram(
+  config: string,
+  checked: Block[],
+  extraOptions: Record<string, boolean>,
+): Promise<void> {
+  if (checked.length === 0) return;
+  for (const block of checked) {
     await writeFile(join(workdir, fileOf(block)), `${block.code}\nexport {};\n`);
   }
   await writeFile(
-    join(workdir, 'tsconfig.json'),
+    join(workdir, config),
     JSON.stringify({
       compilerOptions: {
         target: 'ES2022',
@@ -210,12 +233,13 @@ async function typeCheck(): Promise<void> {
         noEmit: true,
         skipLibCheck: true,
         types: ['node'],
+        ...extraOptions,
       },
-      files: ['prelude.ts', ...tsBlocks.map(fileOf)],
+      files: ['prelude.ts', ...checked.map(fileOf)],
     }),
   );
   const tsc = join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  const output = await run(process.execPath, [tsc, '-p', '.', '--pretty', 'false'], {
+  const output = await run(process.execPath, [tsc, '-p', config, '--pretty', 'false'], {
     cwd: workdir,
   }).then(
     () => '',
@@ -229,7 +253,7 @@ async function typeCheck(): Promise<void> {
       continue;
     }
     const [, file, blockLine, row = '0', col, message] = error;
-    const block = tsBlocks.find((b) => String(b.line) === blockLine);
+    const block = checked.find((b) => String(b.line) === blockLine);
     if (file === 'prelude.ts' || block === undefined) {
       current = preludeErrors;
       current.push(`${file}(${row},${col}): ${message}`);

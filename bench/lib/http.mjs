@@ -6,9 +6,12 @@ import autocannon from 'autocannon';
 
 const SERVER = fileURLToPath(new URL('../http/server.mjs', import.meta.url));
 
-/** Start `http/server.mjs` with `config` on the `node` binary; resolves once it listens. */
-export function startServer(node, config, { nodeArgs = [] } = {}) {
-  const child = spawn(node, [...nodeArgs, SERVER, JSON.stringify(config)], {
+/**
+ * Start `http/server.mjs` (or `script`) with `config` on the `node` binary; resolves once
+ * it listens.
+ */
+export function startServer(node, config, { nodeArgs = [], script = SERVER } = {}) {
+  const child = spawn(node, [...nodeArgs, script, JSON.stringify(config)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {

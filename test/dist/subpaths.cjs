@@ -8,7 +8,8 @@ for (const subpath of Object.keys(map)) {
   const name = subpath === '.' ? 'context-cache' : `context-cache/${subpath.slice(2)}`;
   const mod = require(name);
   assert.ok(Object.keys(mod).length > 0, `${name} exports something`);
-  if (subpath !== '.') assert.equal(typeof mod.contextCache === 'function' || subpath === './redis', true, `${name} exports contextCache`);
+  if (subpath === './nestjs') assert.equal(typeof mod.ContextCacheModule.forRoot, 'function', `${name} exports ContextCacheModule`);
+  else if (subpath !== '.') assert.equal(typeof mod.contextCache === 'function' || subpath === './redis', true, `${name} exports contextCache`);
   loaded.push(name);
 }
 console.log(`ok: required ${loaded.join(', ')}`);

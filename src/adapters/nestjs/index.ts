@@ -1,0 +1,1 @@
+export { ContextCacheModule, type Options } from './nestjs.js';
