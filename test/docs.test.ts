@@ -86,4 +86,32 @@ describe('API reference (TypeDoc)', () => {
     }
     expect(missing).toEqual([]);
   });
+
+  it("is summed up in the README's API reference: every export, linked to its page", async () => {
+    // TypeDoc's folder for each kind of page, and its file name: `<module>.<export>.html`
+    // with the module's '/' written '_'.
+    const folders: [ReflectionKind, string][] = [
+      [ReflectionKind.Function, 'functions'],
+      [ReflectionKind.Class, 'classes'],
+      [ReflectionKind.Variable, 'variables'],
+      [ReflectionKind.Interface, 'interfaces'],
+      [ReflectionKind.TypeAlias, 'types'],
+    ];
+    const pages = modules.flatMap((module) =>
+      (module.children ?? []).map((item) => {
+        const folder = folders.find(([kind]) => item.kindOf(kind))?.[1] ?? 'unknown';
+        return `${module.name} ${item.name} docs/${folder}/${module.name.replace('/', '_')}.${item.name}.html`;
+      }),
+    );
+    const readme = await readFile(join(root, 'README.md'), 'utf8');
+    const section = readme.split(/^## API reference$/m)[1]?.split(/^## /m)[0] ?? '';
+    const listed: string[] = [];
+    for (const part of section.split(/^### /m).slice(1)) {
+      const module = part.match(/^`([^`]+)`/)?.[1];
+      for (const link of part.matchAll(/\[`(\w+)`\]\((docs\/[^)]+)\)/g)) {
+        listed.push(`${module} ${link[1]} ${link[2]}`);
+      }
+    }
+    expect(listed.sort()).toEqual(pages.sort());
+  });
 });

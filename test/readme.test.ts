@@ -13,6 +13,8 @@
  * - ```` ```ts server GET /path ````: type-checked, then started as a child process whose
  *   `listen(...)` is redirected to an ephemeral port on 127.0.0.1; one request is sent to
  *   the path, and the response body must equal the ```` ```text ```` block that follows.
+ * - ```` ```js run ```` and ```` ```js server GET /path ````: CommonJS (`require`), run as a
+ *   `.cjs` file the same way as the `ts` blocks of that mode (not type-checked).
  * - ```` ```sh ````: each command is checked against the repository: `npm run`, `npm start`
  *   and `npm test` name scripts of package.json, `npm i` installs this package or its
  *   peer dependencies, `node <file>` and `bash <file>` name files that exist, `npx <bin>`
@@ -77,14 +79,17 @@ const tsBlocks: Block[] = [];
 const problems: string[] = [];
 for (let i = 0; i < blocks.length; i++) {
   const block = blocks[i] as Block;
-  if (block.lang === 'ts') {
-    tsBlocks.push(block);
+  if (block.lang === 'js' && block.meta[0] !== 'run' && block.meta[0] !== 'server') {
+    problems.push(`line ${block.line}: a js block must be \`js run\` or \`js server GET /path\``);
+  }
+  if (block.lang === 'ts' || block.lang === 'js') {
+    if (block.lang === 'ts') tsBlocks.push(block);
     const mode = block.meta[0];
     if (mode === 'run' || mode === 'server') {
       const next = blocks[i + 1];
       if (next?.lang !== 'text') {
         problems.push(
-          `line ${block.line}: a \`ts ${mode}\` block must be followed by a text block`,
+          `line ${block.line}: a \`${block.lang} ${mode}\` block must be followed by a text block`,
         );
       } else {
         block.expected = next.code;
@@ -94,16 +99,16 @@ for (let i = 0; i < blocks.length; i++) {
         mode === 'server' &&
         !/^(GET|POST|PUT|DELETE) \/\S*$/.test(block.meta.slice(1).join(' '))
       ) {
-        problems.push(`line ${block.line}: write \`ts server GET /path\``);
+        problems.push(`line ${block.line}: write \`${block.lang} server GET /path\``);
       }
-    } else if (mode !== undefined && mode !== 'nest') {
+    } else if (mode !== undefined && mode !== 'nest' && block.lang === 'ts') {
       problems.push(
         `line ${block.line}: unknown mode "ts ${mode}" (ts, ts run, ts server, ts nest)`,
       );
     }
   } else if (block.lang !== 'sh') {
     problems.push(
-      `line ${block.line}: a "${block.lang}" block is not checked; use ts, ts run, ts server or sh` +
+      `line ${block.line}: a "${block.lang}" block is not checked; use ts, ts run, ts server, js run, js server or sh` +
         (block.lang === 'text' ? ' (a text block must follow a ts run or ts server block)' : ''),
     );
   }
@@ -260,7 +265,13 @@ async function typeCheckProgram(
   }
 }
 
-async function compile(name: string, source: string): Promise<string> {
+/** Write a block to a file Node runs: `ts` compiled to ESM, `js` as it is, as CommonJS. */
+async function compile(name: string, source: string, lang = 'ts'): Promise<string> {
+  if (lang === 'js') {
+    const file = join(workdir, name.replace(/\.mjs$/, '.cjs'));
+    await writeFile(file, source);
+    return file;
+  }
   const out = await transform(source, { loader: 'ts', format: 'esm', target: 'es2022' });
   const file = join(workdir, name);
   await writeFile(file, out.code);
@@ -280,7 +291,7 @@ function collect(child: ChildProcess): { stdout: () => string; stderr: () => str
 }
 
 async function runBlock(block: Block): Promise<string> {
-  const file = await compile(`block-${block.line}.mjs`, block.code);
+  const file = await compile(`block-${block.line}.mjs`, block.code, block.lang);
   const { stdout } = await run(process.execPath, ['--import', './prelude.mjs', file], {
     cwd: workdir,
     timeout: 20_000,
@@ -289,7 +300,7 @@ async function runBlock(block: Block): Promise<string> {
 }
 
 async function serveBlock(block: Block): Promise<{ status: number; body: string }> {
-  const file = await compile(`block-${block.line}.mjs`, block.code);
+  const file = await compile(`block-${block.line}.mjs`, block.code, block.lang);
   const [method = 'GET', path = '/'] = block.meta.slice(1);
   const child = spawn(
     process.execPath,
@@ -354,10 +365,12 @@ describe('README.md code blocks', () => {
         expect(block.code.split('\n').flatMap(checkCommand)).toEqual([]);
       });
     }
-    if (block.lang !== 'ts') continue;
-    it(`${title} type-checks`, () => {
-      expect(typeErrors.get(block) ?? []).toEqual([]);
-    });
+    if (block.lang !== 'ts' && block.lang !== 'js') continue;
+    if (block.lang === 'ts') {
+      it(`${title} type-checks`, () => {
+        expect(typeErrors.get(block) ?? []).toEqual([]);
+      });
+    }
     if (block.meta[0] === 'run') {
       it(`${title} prints what the README shows`, async () => {
         expect((await runBlock(block)).trimEnd()).toBe((block.expected ?? '').trimEnd());
@@ -371,4 +384,27 @@ describe('README.md code blocks', () => {
       });
     }
   }
+});
+
+describe('README.md Troubleshooting', () => {
+  it('explains every warning and error code the sources emit', async () => {
+    const codes = new Set<string>();
+    const walk = async (dir: string): Promise<void> => {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(path);
+        else if (/\.ts$/.test(entry.name) && !/\.test(-d)?\.ts$/.test(entry.name)) {
+          for (const m of (await readFile(path, 'utf8')).matchAll(/CONTEXT_CACHE_[A-Z_]+/g))
+            codes.add(m[0]);
+        }
+      }
+    };
+    await walk(join(root, 'src'));
+    expect(codes.size).toBeGreaterThan(0);
+    const section = readme.split(/^## Troubleshooting$/m)[1]?.split(/^## /m)[0] ?? '';
+    const explained = new Set(
+      [...section.matchAll(/^\| `(CONTEXT_CACHE_[A-Z_]+)` \|/gm)].map((m) => m[1]),
+    );
+    expect([...codes].filter((code) => !explained.has(code))).toEqual([]);
+  });
 });

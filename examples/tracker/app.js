@@ -1,12 +1,14 @@
-// The HTTP side: a Fastify app with one request cache per request, and on every page
-// the number of SQL queries it ran and the cache's counts (headers and footer).
-import { getContextCache, withNoCacheContext } from 'context-cache';
+// The HTTP side: a Fastify app with one request cache per request. Every page carries
+// a panel comparing the SQL queries it takes with the request cache and the shared
+// tier, with the request cache alone, and with no cache (headers say the same).
+import { getContextCache, withCacheContext, withNoCacheContext } from 'context-cache';
 import { contextCache } from 'context-cache/fastify';
 import Fastify from 'fastify';
 import { html, htmlText } from './html.js';
 import { getJob, listJobs, startExport } from './jobs.js';
-import { counted } from './metrics.js';
+import { counted, inMode, MODES } from './metrics.js';
 import {
+  explainPanel,
   issueListPage,
   issuePage,
   jobPage,
@@ -20,73 +22,130 @@ import {
 import { getUserById, renameUser } from './repositories.js';
 import { sharedKind } from './shared.js';
 
-/** @typedef {import('./pages.js').Page & { refresh?: number }} Page */
+/** @typedef {import('./pages.js').Page} Page */
+/** @typedef {import('./metrics.js').Mode} Mode */
 /** @typedef {import('fastify').FastifyRequest} Request */
 /** @typedef {import('fastify').FastifyReply} Reply */
 
 /**
+ * The mode this request asks for: `?cache=request`, `?cache=none` (or `?nocache=1`),
+ * else the default, request cache and shared tier.
  * @param {Request} request
- * @param {boolean} nocache
- * @returns {string} this page's address with `nocache` toggled
+ * @returns {Mode}
  */
-function toggleUrl(request, nocache) {
-  const url = new URL(request.url, 'http://x');
-  if (nocache) url.searchParams.delete('nocache');
-  else url.searchParams.set('nocache', '1');
+function modeOf(request) {
+  const query = /** @type {Record<string, string | undefined>} */ (request.query ?? {});
+  if (query.nocache === '1' || query.cache === 'none') return 'none';
+  if (query.cache === 'request') return 'request';
+  return 'shared';
+}
+
+/**
+ * @param {string} address a page's address, maybe with a query
+ * @param {Mode} mode
+ * @returns {string} the same page's address in `mode`
+ */
+function modeUrl(address, mode) {
+  const url = new URL(address, 'http://x');
+  url.searchParams.delete('nocache');
+  url.searchParams.delete('cache');
+  if (mode !== 'shared') url.searchParams.set('cache', mode);
   return url.pathname + url.search;
 }
 
 /**
- * Render a page, count its queries, and send it with the counts in headers and footer.
- * `?nocache=1` renders the same page with caching off.
- * @param {Request} request
- * @param {Reply} reply
- * @param {() => Promise<Page>} render
- * @param {{ self?: string }} [options] `self`: the GET address of this page (for a POST)
+ * Render a page in one mode with a query counter of its own. `fresh`: in a request cache
+ * of its own rather than the request's (for the comparison renders, so they start cold
+ * like a request of their own would).
+ * @template {import('./pages.js').Page} P
+ * @param {Mode} mode
+ * @param {() => Promise<P>} render
+ * @param {boolean} fresh
  */
-async function sendPage(request, reply, render, options = {}) {
-  const query = /** @type {Record<string, string | undefined>} */ (request.query ?? {});
-  const nocache = query.nocache === '1';
-  const started = performance.now();
+function renderIn(mode, render, fresh) {
   const run = async () => {
     const page = await render();
     const chrome = await loadChrome();
     return { page, chrome, stats: getContextCache()?.stats() };
   };
-  const { result, queries } = await counted(() => (nocache ? withNoCacheContext(run) : run()));
-  const { page, chrome, stats } = result;
-  const ms = (performance.now() - started).toFixed(1);
-  const statsText = stats
-    ? `hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}`
-    : 'off';
-  const other = options.self ?? toggleUrl(request, nocache);
-  const footer = html`<footer class="stats">This page ran <strong>${plural(queries, 'SQL query', 'SQL queries')}</strong> in ${ms} ms ·
-${
-  stats
-    ? html`request cache: <strong>${stats.hits + stats.joins}</strong> of ${plural(stats.hits + stats.joins + stats.misses, 'lookup')} served from the cache (${plural(stats.hits, 'hit')}, ${plural(stats.joins, 'join')}), ${plural(stats.loads, 'load')} · shared tier: ${sharedKind} ·
-<a href="${options.self ? `${other}?nocache=1` : other}">same page without the cache</a>`
-    : html`cache <strong>off</strong> (no request cache, no shared tier) · <a href="${options.self ?? other}">same page with the cache</a>`
-}</footer>`;
-  reply
-    .code(page.status ?? 200)
-    .header('content-type', 'text/html; charset=utf-8')
-    .header('x-sql-queries', String(queries))
-    .header('x-cache-stats', statsText);
-  return htmlText(
-    layout({ title: page.title, body: page.body, footer, refresh: page.refresh, chrome }),
+  return inMode(mode, () =>
+    counted(() => {
+      if (mode === 'none') return withNoCacheContext(run);
+      return fresh ? withNoCacheContext(() => withCacheContext(run)) : run();
+    }),
   );
 }
 
-/** @param {number} n @param {string} one @param {string} [many] */
-const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+/**
+ * Render a page in the mode the request asks for, then render it again in the two other
+ * modes (thrown away, only counted), and send it with the three counts in the panel and
+ * in headers: `x-sql-queries` and `x-cache-stats` for this response, `x-sql-queries-by-mode`
+ * for all three.
+ * @param {Request} request
+ * @param {Reply} reply
+ * @param {() => Promise<Page>} render
+ * @param {{ self?: string, replay?: () => Promise<Page> }} [options] `self`: the GET
+ *   address of this page (for a POST); `replay`: what the comparison renders run instead
+ *   of `render` when `render` writes (the page after the write, without the write)
+ */
+async function sendPage(request, reply, render, options = {}) {
+  const mode = modeOf(request);
+  const started = performance.now();
+  const own = await renderIn(mode, render, false);
+  const ms = performance.now() - started;
+  const { page, chrome, stats } = own.result;
+  /** @type {Partial<Record<Mode, import('./pages.js').ModeCount>>} */
+  const counts = { [mode]: { queries: own.queries, stats } };
+  for (const other of MODES) {
+    if (other === mode) continue;
+    const { result, queries } = await renderIn(other, options.replay ?? render, true);
+    counts[other] = { queries, stats: result.stats };
+  }
+  const address = options.self ?? request.url;
+  const panel = explainPanel({
+    mode,
+    ms,
+    sharedKind,
+    replayed: options.replay !== undefined,
+    rows: MODES.map((m) => ({
+      mode: m,
+      href: modeUrl(address, m),
+      ...(counts[m] ?? { queries: 0, stats: undefined }),
+    })),
+  });
+  reply
+    .code(page.status ?? 200)
+    .header('content-type', 'text/html; charset=utf-8')
+    .header('x-sql-queries', String(own.queries))
+    .header(
+      'x-cache-stats',
+      stats
+        ? `hits=${stats.hits} joins=${stats.joins} misses=${stats.misses} loads=${stats.loads}`
+        : 'off',
+    )
+    .header('x-sql-queries-by-mode', MODES.map((m) => `${m}=${counts[m]?.queries}`).join(' '));
+  return htmlText(
+    layout({
+      title: page.title,
+      body: page.body,
+      panel,
+      refresh: page.refresh,
+      chrome,
+    }),
+  );
+}
 
 /** @param {Request} request */
 const wantsJson = (request) => (request.headers.accept ?? '').includes('application/json');
 
 /** @param {import('./jobs.js').Job} job */
 function jobJson(job) {
-  const { csv: _csv, ...rest } = job;
-  return { ...rest, location: `/jobs/${job.id}` };
+  const { csv, ...rest } = job;
+  return {
+    ...rest,
+    location: `/jobs/${job.id}`,
+    download: csv === null ? null : `/jobs/${job.id}/export.csv`,
+  };
 }
 
 /**
@@ -161,20 +220,21 @@ export async function createApp(options = {}) {
           : html`<p class="notice">Renamed <strong>${before.name}</strong> to <strong>${name}</strong>. This page was rendered by the request that made the change: the user's cache entry was invalidated, so it reads its own write.</p>`;
         return userPage(String(id), { notice });
       },
-      { self: `/users/${id}` },
+      { self: `/users/${id}`, replay: () => userPage(String(id)) },
     );
   });
 
   app.get('/jobs', (request, reply) => sendPage(request, reply, () => jobsPage(listJobs())));
 
-  // Start a job: 202 Accepted with its address; the work goes on after this response.
+  // Start a job. A form gets Post/Redirect/Get: 303 to the job's page, so reloading that
+  // page polls the job instead of starting another. An API client (Accept: JSON) gets
+  // 202 Accepted with the job and its address. Either way the work goes on after this
+  // response.
   app.post('/jobs', (request, reply) => {
     const job = startExport();
-    reply.code(202).header('location', `/jobs/${job.id}`);
-    if (wantsJson(request)) return jobJson(job);
-    return sendPage(request, reply, async () => ({ ...(await jobPage(job)), status: 202 }), {
-      self: `/jobs/${job.id}`,
-    });
+    const location = `/jobs/${job.id}`;
+    if (wantsJson(request)) return reply.code(202).header('location', location).send(jobJson(job));
+    return reply.redirect(location, 303);
   });
 
   app.get('/jobs/:id', (request, reply) => {

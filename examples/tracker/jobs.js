@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { currentSignal, getContextCache, runInBackground } from 'context-cache';
 import { counted } from './metrics.js';
-import { getRepoById, getUserById, issuesAfter } from './repositories.js';
+import { countIssues, getRepoById, getUserById, issuesAfter } from './repositories.js';
 
 /** Issues read per batch, and the pause between batches (so a job takes a moment). */
 const BATCH = 100;
@@ -20,6 +20,7 @@ const KEEP = 20;
  * @typedef {{
  *   id: string, kind: 'export', status: 'queued' | 'running' | 'done' | 'failed',
  *   createdAt: Date, startedAt: Date | null, finishedAt: Date | null, done: number,
+ *   total: number | null,
  *   result: { issues: number, bytes: number, queries: number, requestCache: boolean } | null,
  *   error: string | null, csv: string | null,
  * }} Job
@@ -53,6 +54,7 @@ export function startExport() {
     startedAt: null,
     finishedAt: null,
     done: 0,
+    total: null,
     result: null,
     error: null,
     csv: null,
@@ -92,6 +94,7 @@ async function exportIssues(job) {
   job.startedAt = new Date();
   const signal = currentSignal();
   const { result: csv, queries } = await counted(async () => {
+    job.total = await countIssues();
     const lines = ['id,repository,number,state,author,assignee,comments,title'];
     let last = 0;
     for (;;) {

@@ -1,4 +1,5 @@
-// Per-request query counting with an AsyncLocalStorage of the demo's own. It is
+// Per-request query counting with an AsyncLocalStorage of the demo's own (and a second
+// one for the comparison mode a page is rendered in). It is
 // independent of context-cache's scope, which shows two things: the count follows
 // every await of the request without being passed around, and work started with
 // runInBackground() still sees it (detach drops only the request cache and signal),
@@ -7,8 +8,38 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 
 /** @typedef {{ queries: number }} Counter */
 
+/**
+ * How a page is rendered, for the comparison on every page:
+ * - 'shared': request cache, then the shared tier, then SQL (what the demo serves);
+ * - 'request': request cache, then SQL (the shared tier skipped);
+ * - 'none': SQL every time (no request cache, no shared tier).
+ * @typedef {'shared' | 'request' | 'none'} Mode
+ */
+
+/** @type {readonly Mode[]} */
+export const MODES = ['shared', 'request', 'none'];
+
 /** @type {AsyncLocalStorage<Counter>} */
 const counters = new AsyncLocalStorage();
+
+/** @type {AsyncLocalStorage<Mode>} */
+const modes = new AsyncLocalStorage();
+
+/**
+ * Run `fn` in a mode (see `Mode`); getters read it with `currentMode()`.
+ * @template T
+ * @param {Mode} mode
+ * @param {() => T} fn
+ * @returns {T}
+ */
+export function inMode(mode, fn) {
+  return modes.run(mode, fn);
+}
+
+/** The mode of the code running now: 'shared' unless `inMode` says otherwise. */
+export function currentMode() {
+  return modes.getStore() ?? 'shared';
+}
 
 /** Queries run since the process started, in every request and job. */
 let total = 0;

@@ -17,7 +17,14 @@ import {
 
 /** @typedef {import('./html.js').Html} Html */
 /** @typedef {import('./repositories.js').Issue} Issue */
-/** @typedef {{ title: string, body: Html, status?: number }} Page */
+/**
+ * @typedef {{ title: string, body: Html, status?: number, refresh?: number }} Page
+ *   `refresh`: reload every that many seconds when JavaScript is off
+ */
+/** @typedef {import('./metrics.js').Mode} Mode */
+/**
+ * @typedef {{ queries: number, stats: import('context-cache').CacheStats | undefined }} ModeCount
+ */
 
 /** The signed-in user of the demo (there is no login: everyone is user 1, an owner). */
 export const VIEWER_ID = 1;
@@ -230,19 +237,63 @@ export async function loadChrome() {
   return { siteName: siteName ?? 'Tracker', tagline: tagline ?? '', viewer };
 }
 
+/** @type {Record<Mode, string>} */
+const MODE_LABEL = {
+  shared: 'request cache + shared tier',
+  request: 'request cache only',
+  none: 'no cache',
+};
+
 /**
- * The page frame: header, content, and the footer with this request's query count and
- * cache stats.
- * @param {{ title: string, body: Html, footer: Html, refresh?: number | undefined,
+ * The panel on every page: what the demo shows, this page's SQL queries in the three
+ * modes side by side, and what the cache's counts mean.
+ * @param {{ mode: Mode, ms: number, sharedKind: string, replayed: boolean,
+ *   rows: (ModeCount & { mode: Mode, href: string })[] }} info
+ */
+export function explainPanel({ mode, ms, sharedKind, replayed, rows }) {
+  const num = (/** @type {number | undefined} */ n) => html`<td class="num">${n ?? ''}</td>`;
+  const body = rows.map(
+    (row) => html`<tr class="${row.mode === mode ? 'current' : ''}" data-mode="${row.mode}">
+  <td>${row.mode === mode ? html`<strong>${MODE_LABEL[row.mode]}</strong>` : html`<a href="${row.href}">${MODE_LABEL[row.mode]}</a>`}${row.mode === 'shared' ? html` <span class="muted">(${sharedKind})</span>` : ''}</td>
+  <td class="num queries">${row.queries}</td>
+  ${row.stats ? [num(row.stats.hits), num(row.stats.joins), num(row.stats.misses), num(row.stats.loads), num(row.stats.batches)] : html`<td colspan="5" class="muted">nothing cached, nothing counted</td>`}
+  <td class="muted">${row.mode === mode ? `this response, ${ms.toFixed(1)} ms` : ''}</td>
+</tr>`,
+  );
+  return html`<aside class="explain" aria-label="What this page shows">
+<p><strong>What you are looking at.</strong> A small issue tracker whose pages read users,
+repositories, permissions and settings through helpers that know nothing of each other, so
+one page asks for the same rows again and again. <code>context-cache</code> loads each one
+once per request. SQL queries this page takes:</p>
+<table class="modes">
+<thead><tr><th>rendered with</th><th class="num">SQL queries</th><th class="num">hits</th><th class="num">joins</th><th class="num">misses</th><th class="num">loads</th><th class="num">batches</th><th></th></tr></thead>
+<tbody>${body}</tbody>
+</table>
+<p class="legend"><strong>hit</strong>: already loaded earlier in this request ·
+<strong>join</strong>: the same load was still running, so the call waited for it instead of
+starting another · <strong>miss</strong>: not in this request's cache yet ·
+<strong>load</strong>: a key loaded (one per miss): with the shared tier, users and settings
+that other requests already loaded (kept 60 s) come from there without SQL ·
+<strong>batch</strong>: one SQL query for the users, repositories or permissions that the
+page asked for in the same turn.</p>
+<p class="how muted">How it is counted: the server rendered this page three times, one after
+the other, each with its own query counter and a cache of its own; you see the first
+(in bold), the other two were only counted.${replayed ? ' This response also made the write; the other two rows render the page after it.' : ''}</p>
+</aside>`;
+}
+
+/**
+ * The page frame: header, the panel, then the content.
+ * @param {{ title: string, body: Html, panel: Html, refresh?: number | undefined,
  *   chrome: Awaited<ReturnType<typeof loadChrome>> }} parts
  */
-export function layout({ title, body, footer, refresh, chrome }) {
+export function layout({ title, body, panel, refresh, chrome }) {
   return html`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-${refresh ? html`<meta http-equiv="refresh" content="${refresh}">` : ''}
+${refresh ? html`<noscript><meta http-equiv="refresh" content="${refresh}"></noscript>` : ''}
 <title>${title} · ${chrome.siteName}</title>
 <link rel="stylesheet" href="/style.css">
 </head>
@@ -253,9 +304,9 @@ ${refresh ? html`<meta http-equiv="refresh" content="${refresh}">` : ''}
   <nav><a href="/">Issues</a> <a href="/jobs">Jobs</a> <span class="viewer">Signed in as ${chrome.viewer}</span></nav>
 </header>
 <main>
+${panel}
 ${body}
 </main>
-${footer}
 </body>
 </html>`;
 }
@@ -313,9 +364,14 @@ button { font: inherit; padding: .3rem .9rem; border: 1px solid #1f883d; backgro
 dl.job { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem; }
 dl.job dt { color: var(--muted); }
 dl.job dd { margin: 0; }
-footer.stats { position: sticky; bottom: 0; padding: .6rem 1.5rem; border-top: 1px solid var(--line);
-  background: #fffbea; color: var(--muted); font-size: .9rem; text-align: center; }
-footer.stats strong { color: var(--fg); }
+aside.explain { border: 1px solid #d4a72c; background: #fffbea; border-radius: 6px;
+  padding: .5rem 1rem; margin: .5rem 0 1rem; font-size: .875rem; }
+aside.explain p { margin: .35rem 0; }
+aside.explain table.modes { width: auto; margin: .35rem 0; background: #fff; }
+aside.explain table.modes th, aside.explain table.modes td { padding: .15rem .6rem; }
+aside.explain tr.current td { background: #fff8c5; }
+aside.explain td.queries { font-weight: 600; }
+progress { width: 20rem; max-width: 100%; height: 1rem; vertical-align: middle; }
 .job-status { font-weight: 600; }
 .job-status.done { color: #1f883d; }
 .job-status.failed { color: #cf222e; }
@@ -363,34 +419,80 @@ ${
 }
 
 /**
- * One job: its status while it runs (the page refreshes itself), its result when done.
+ * While a job runs, its page polls the job's own address for JSON (`Accept:
+ * application/json`) twice a second and updates the progress in place; once the job
+ * has finished it reloads, and the page then shows the file. Without JavaScript the
+ * page refreshes itself every second instead (`<noscript>` meta refresh). Either way
+ * only GETs of this page are repeated: the POST that started the job was answered
+ * with a redirect here.
+ */
+const POLL_SCRIPT = html`<script>
+(() => {
+  const show = (id, text) => {
+    const el = document.getElementById(id);
+    if (el) el.textContent = text;
+  };
+  let failures = 0;
+  const poll = async () => {
+    try {
+      const res = await fetch(location.pathname, { headers: { accept: 'application/json' } });
+      if (!res.ok) throw new Error('HTTP ' + res.status);
+      const job = await res.json();
+      failures = 0;
+      show('job-status', job.status);
+      document.getElementById('job-status').className = 'job-status ' + job.status;
+      show('job-done', String(job.done));
+      if (job.total !== null) {
+        show('job-total', String(job.total));
+        const bar = document.getElementById('job-progress');
+        bar.max = job.total;
+        bar.value = job.done;
+        show('job-percent', Math.floor((100 * job.done) / Math.max(job.total, 1)) + '%');
+      }
+      if (job.status === 'done' || job.status === 'failed') return location.reload();
+    } catch (err) {
+      if (++failures >= 10) return show('job-note', 'Lost contact with the server (' + err.message + '): reload the page.');
+    }
+    setTimeout(poll, 500);
+  };
+  show('job-note', '(updated twice a second)');
+  setTimeout(poll, 500);
+})();
+</script>`;
+
+/**
+ * One job: its progress while it runs, its file when done.
  * @param {import('./jobs.js').Job | undefined} job
- * @returns {Promise<Page & { refresh?: number }>}
+ * @returns {Promise<Page>}
  */
 export async function jobPage(job) {
   if (job === undefined) return notFound('job');
   const running = job.status === 'queued' || job.status === 'running';
   const result = job.result;
+  const total = job.total;
+  const percent = total ? Math.floor((100 * job.done) / total) : 0;
   return {
     title: `Job #${job.id}`,
     ...(running ? { refresh: 1 } : {}),
     body: html`<p class="crumbs"><a href="/jobs">Jobs</a> / #${job.id}</p>
 <h1>Export all issues <span class="muted">#${job.id}</span></h1>
 <dl class="job">
-  <dt>Status</dt><dd><span class="job-status ${job.status}">${job.status}</span>${running ? html` <span class="muted">(this page refreshes every second)</span>` : ''}</dd>
-  <dt>Issues exported</dt><dd>${job.done}</dd>
+  <dt>Status</dt><dd><span id="job-status" class="job-status ${job.status}">${job.status}</span>${running ? html` <span id="job-note" class="muted">(this page refreshes every second)</span>` : ''}</dd>
+  <dt>Progress</dt><dd><progress id="job-progress" max="${total ?? 1}" value="${total ? job.done : 0}">${percent}%</progress>
+    <span id="job-done">${job.done}</span> of <span id="job-total">${total ?? '?'}</span> issues
+    (<span id="job-percent">${percent}%</span>)</dd>
   <dt>Started</dt><dd>${job.startedAt ? clock(job.startedAt) : 'not yet'}</dd>
   <dt>Finished</dt><dd>${job.finishedAt ? clock(job.finishedAt) : 'not yet'}</dd>
   ${job.startedAt && job.finishedAt ? html`<dt>Took</dt><dd>${seconds(job.startedAt, job.finishedAt)}</dd>` : ''}
   ${
     result
-      ? html`<dt>Result</dt><dd><a href="/jobs/${job.id}/export.csv">export.csv</a> (${result.bytes} bytes)</dd>
+      ? html`<dt>Result</dt><dd><a class="download" href="/jobs/${job.id}/export.csv" download>Download export.csv</a> (${result.issues} issues, ${result.bytes} bytes)</dd>
   <dt>SQL queries</dt><dd>${result.queries} <span class="muted">(the job has no request cache: every lookup is a query)</span></dd>
   <dt>Request cache in the job</dt><dd>${result.requestCache ? 'yes' : 'none'}</dd>`
       : ''
   }
   ${job.error ? html`<dt>Error</dt><dd>${job.error}</dd>` : ''}
 </dl>
-${running ? '' : startButton}`,
+${running ? POLL_SCRIPT : startButton}`,
   };
 }

@@ -5,6 +5,7 @@
 // one query. Users and settings also sit in a shared tier (shared.js) behind the request
 // cache, as Gitea does for its settings: request cache, then the shared cache, then SQL.
 import { contextBatched, contextCached, getContextCache } from 'context-cache';
+import { currentMode } from './metrics.js';
 import { shared } from './shared.js';
 
 /** @typedef {import('./db.js').Database} Database */
@@ -30,20 +31,38 @@ function db() {
 }
 
 /**
- * The demo's `?nocache=1` switch: a page rendered with no request cache also skips the
- * shared tier, so its footer shows what an app without any cache would run. Background
- * jobs have no request cache either, so they read the database directly too.
  * @template {import('context-cache').CacheKey} K
  * @template T
- * @param {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>, prime(key: K, value: T): void }} cached
- * @param {(key: K) => Promise<T>} load
- * @returns {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>, prime(key: K, value: T): void }}
+ * @typedef {{ (key: K): Promise<T>, invalidate(key: K): Promise<void>,
+ *   prime(key: K, value: T): void, many?: (keys: readonly K[]) => Promise<T[]> }} Getter
  */
-function unlessCacheOff(cached, load) {
+
+/**
+ * The demo renders each page in three modes to compare them (see `Mode` in metrics.js).
+ * With no request cache (mode 'none', and background jobs, which have none either) a
+ * getter reads SQL directly, skipping the shared tier too, so the count shows what an
+ * app without any cache would run. In mode 'request' it uses a getter of the same group
+ * and loader without the shared tier: the request cache alone.
+ * @template {import('context-cache').CacheKey} K
+ * @template T
+ * @param {(options: { shared?: import('context-cache').SharedCache<T> }) => Getter<K, T>} make
+ *   makes the getter (`contextCached` or `contextBatched`, always with the same loader),
+ *   with or without the shared tier
+ * @param {(key: K) => Promise<T>} load one key straight from SQL
+ * @param {import('context-cache').SharedCache<T>} [sharedTier]
+ * @returns {Getter<K, T>}
+ */
+function demoGetter(make, load, sharedTier) {
+  const requestOnly = make({});
+  const cached = sharedTier ? make({ shared: sharedTier }) : requestOnly;
   /** @param {K} key */
-  const get = (key) => (getContextCache() === undefined ? load(key) : cached(key));
+  const get = (key) => {
+    if (getContextCache() === undefined) return load(key);
+    return currentMode() === 'request' ? requestOnly(key) : cached(key);
+  };
   get.invalidate = cached.invalidate;
   get.prime = cached.prime;
+  if (cached.many) get.many = cached.many;
   return get;
 }
 
@@ -135,44 +154,48 @@ async function loadPermissions(keys) {
   });
 }
 
+/** @param {readonly number[]} ids */
+const batchUsers = async (ids) => {
+  const found = await loadUsers(ids);
+  return ids.map((id) => found.get(id) ?? null);
+};
+
 /**
  * A user by id, or null. Request cache, then the shared tier, then SQL; the ids asked
  * for in one turn load with one query.
  */
-export const getUserById = unlessCacheOff(
-  contextBatched(
-    'user',
-    async (/** @type {readonly number[]} */ ids) => {
-      const found = await loadUsers(ids);
-      return ids.map((id) => found.get(id) ?? null);
-    },
-    { shared },
-  ),
+export const getUserById = demoGetter(
+  (options) => contextBatched('user', batchUsers, options),
   loadUser,
+  shared,
 );
 
-/** A repository by id, or null. Request cache, then SQL, batched. */
-const reposById = contextBatched('repo', async (/** @type {readonly number[]} */ ids) => {
+/** @param {readonly number[]} ids */
+const batchRepos = async (ids) => {
   const found = await loadRepos(ids);
   return ids.map((id) => found.get(id) ?? null);
-});
-export const getRepoById = Object.assign(unlessCacheOff(reposById, loadRepo), {
-  many: reposById.many,
-});
+};
+
+/** A repository by id, or null. Request cache, then SQL, batched. */
+export const getRepoById = demoGetter(
+  (options) => contextBatched('repo', batchRepos, options),
+  loadRepo,
+);
 
 /**
  * What a user may do in a repository: 'owner', 'write' or 'read'. The key is composite,
  * `[userId, repoId]`, compared by value; the pairs asked for in one turn load together.
  */
-export const getPermission = unlessCacheOff(
-  contextBatched('permission', loadPermissions),
+export const getPermission = demoGetter(
+  (options) => contextBatched('permission', loadPermissions, options),
   loadPermission,
 );
 
 /** A setting's value, or null. Request cache, then the shared tier, then SQL. */
-export const getSetting = unlessCacheOff(
-  contextCached('setting', loadSetting, { shared }),
+export const getSetting = demoGetter(
+  (options) => contextCached('setting', loadSetting, options),
   loadSetting,
+  shared,
 );
 
 /**
@@ -284,4 +307,10 @@ export async function issuesAfter(afterId, limit) {
     [afterId, limit],
   );
   return rows.map(toIssue);
+}
+
+/** @returns {Promise<number>} how many issues there are (the export job's total) */
+export async function countIssues() {
+  const [row] = await db().query('SELECT count(*)::int AS n FROM issues');
+  return Number(row?.n ?? 0);
 }

@@ -5,14 +5,10 @@
 // background job outlives the request that started it; shutdown waits for jobs.
 // Runs on embedded PGlite, and on a real PostgreSQL when TEST_DATABASE_URL is set
 // (`.ci/run` provides one; in CI the PostgreSQL run fails if it is missing).
-import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
+import { type Demo, get, startDemo, stop } from './demo-process.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const serverPath = fileURLToPath(new URL('../../examples/tracker/server.js', import.meta.url));
 const seedUrl = new URL('../../examples/tracker/seed.js', import.meta.url).href;
 
 interface SeedUser {
@@ -100,73 +96,36 @@ function issueRows(page: string) {
   });
 }
 
-/** A page without its footer (the only part that differs with and without the cache). */
-const withoutFooter = (page: string) =>
-  page.replace(/<footer class="stats">[\s\S]*?<\/footer>/, '');
+/** A page without its panel (the only part that differs with and without the cache). */
+const withoutPanel = (page: string) => page.replace(/<aside class="explain"[\s\S]*?<\/aside>/, '');
 
-interface Demo {
-  url: string;
-  child: ChildProcess;
-  output(): string;
-  exited: Promise<number | null>;
-}
+type Mode = 'shared' | 'request' | 'none';
 
-async function startDemo(env: Record<string, string>): Promise<Demo> {
-  if (!existsSync(new URL('../../dist/index.js', import.meta.url))) {
-    throw new Error(
-      'dist/ is missing: build the package first (npx tsup), the demo imports it by name',
-    );
-  }
-  const child = spawn(process.execPath, [serverPath], {
-    cwd: root,
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', JOB_PAUSE_MS: '50', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  child.stderr?.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`the demo did not start in 90 s:\n${output}`)),
-      90_000,
-    );
-    const check = () => {
-      const match = output.match(/Listening on (http:\/\/127\.0\.0\.1:\d+)\//);
-      if (match?.[1]) {
-        clearTimeout(timer);
-        child.stdout?.off('data', check);
-        resolve(match[1]);
-      }
-    };
-    child.stdout?.on('data', check);
-    exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`the demo exited with code ${code} before listening:\n${output}`));
-    });
-  });
-  return { url, child, output: () => output, exited };
-}
-
-async function get(demo: Demo, path: string, init?: RequestInit) {
-  const response = await fetch(demo.url + path, init);
+/** The three counts of the `x-sql-queries-by-mode` header. */
+function byMode(headers: Headers): Record<Mode, number> {
+  const header = headers.get('x-sql-queries-by-mode') ?? '';
+  expect(header).toMatch(/^shared=\d+ request=\d+ none=\d+$/);
+  const counts = Object.fromEntries(header.split(' ').map((pair) => pair.split('=')));
   return {
-    status: response.status,
-    headers: response.headers,
-    queries: Number(response.headers.get('x-sql-queries')),
-    cache: response.headers.get('x-cache-stats'),
-    body: await response.text(),
+    shared: Number(counts.shared),
+    request: Number(counts.request),
+    none: Number(counts.none),
   };
 }
 
-async function stop(demo: Demo) {
-  if (demo.child.exitCode !== null || demo.child.signalCode !== null) return demo.exited;
-  demo.child.kill('SIGTERM');
-  return demo.exited;
+/** What the panel's table shows for each mode: its query count and cache counts. */
+function panelRows(page: string) {
+  const panel = page.match(/<aside class="explain"[\s\S]*?<\/aside>/)?.[0] ?? '';
+  const rows = [...panel.matchAll(/<tr class="(current)?" data-mode="(\w+)">([\s\S]*?)<\/tr>/g)];
+  return Object.fromEntries(
+    rows.map((m) => {
+      const cells = [...(m[3] ?? '').matchAll(/<td class="num[^"]*">(\d+)<\/td>/g)].map((c) =>
+        Number(c[1]),
+      );
+      const [queries, hits, joins, misses, loads, batches] = cells;
+      return [m[2], { current: m[1] === 'current', queries, hits, joins, misses, loads, batches }];
+    }),
+  );
 }
 
 function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 'redis') {
@@ -200,7 +159,7 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
       })),
     );
     // The same page without the cache: the same content, many more queries.
-    expect(withoutFooter(uncached.body)).toBe(withoutFooter(cached.body));
+    expect(withoutPanel(uncached.body)).toBe(withoutPanel(cached.body));
     expect(uncached.cache).toBe('off');
     expect(cached.cache).toMatch(/^hits=\d+ joins=\d+ misses=\d+ loads=\d+$/);
     expect(uncached.queries).toBeGreaterThan(300); // 50 rows × several getters each
@@ -208,13 +167,52 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     // Batched getters: the rows' users, repositories and permissions load with one query
     // per getter and turn (a dozen in all on a cold first page), not one per row.
     expect(cached.queries).toBeLessThanOrEqual(15);
-    // The footer says the same as the headers.
-    expect(cached.body).toContain(`This page ran <strong>${cached.queries} SQL queries</strong>`);
-    expect(uncached.body).toContain(
-      `This page ran <strong>${uncached.queries} SQL queries</strong>`,
+    // The panel shows the same page's counts in the three modes, the same as the
+    // headers, and marks the mode of this response.
+    const counts = byMode(cached.headers);
+    expect(counts.shared).toBe(cached.queries);
+    expect(byMode(uncached.headers).none).toBe(uncached.queries);
+    // Each comparison render counts exactly what a page served in that mode runs.
+    expect(counts.none).toBe(uncached.queries);
+    const requestOnly = await get(demo, '/?cache=request');
+    expect(counts.request).toBe(requestOnly.queries);
+    expect(byMode(requestOnly.headers).request).toBe(requestOnly.queries);
+    expect(withoutPanel(requestOnly.body)).toBe(withoutPanel(cached.body));
+    const [hits, joins, misses, loads] = (cached.cache?.match(/\d+/g) ?? []).map(Number);
+    expect(panelRows(cached.body)).toEqual({
+      shared: {
+        current: true,
+        queries: counts.shared,
+        hits,
+        joins,
+        misses,
+        loads,
+        batches: expect.any(Number),
+      },
+      request: expect.objectContaining({ current: false, queries: counts.request }),
+      none: {
+        current: false,
+        queries: counts.none,
+        hits: undefined,
+        joins: undefined,
+        misses: undefined,
+        loads: undefined,
+        batches: undefined,
+      },
+    });
+    expect(panelRows(uncached.body).none?.current).toBe(true);
+    expect(panelRows(requestOnly.body).request?.current).toBe(true);
+    expect(cached.body).toContain(
+      `request cache + shared tier</strong> <span class="muted">(${sharedKind})`,
     );
-    expect(uncached.body).toContain('cache <strong>off</strong>');
-    expect(cached.body).toContain(`shared tier: ${sharedKind}`);
+    // It says what the counts mean and how they were measured.
+    for (const term of ['hit', 'join', 'miss', 'load', 'batch'])
+      expect(cached.body).toContain(`<strong>${term}</strong>: `);
+    expect(cached.body).toContain('rendered this page three times');
+    // Once the shared tier holds this page's users and settings, it saves more queries.
+    const warm = byMode((await get(demo, '/')).headers);
+    expect(warm.shared).toBeLessThan(warm.request);
+    expect(warm.request).toBe(counts.request);
 
     // Page 2 is the next 50.
     const page2 = issueRows((await get(demo, '/?page=2')).body);
@@ -261,7 +259,7 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
         body: c.body,
       })),
     );
-    expect(withoutFooter(uncached.body)).toBe(withoutFooter(cached.body));
+    expect(withoutPanel(uncached.body)).toBe(withoutPanel(cached.body));
     expect(cached.queries * 2).toBeLessThan(uncached.queries);
   });
 
@@ -282,7 +280,7 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     for (const repo of owned)
       expect(cached.body).toContain(`<strong>${user.login}/${repo.name}</strong>`);
     expect(issueRows(cached.body).map((r) => r.id)).toEqual(authored.slice(0, 20).map((i) => i.id));
-    expect(withoutFooter(uncached.body)).toBe(withoutFooter(cached.body));
+    expect(withoutPanel(uncached.body)).toBe(withoutPanel(cached.body));
     expect(cached.queries).toBeLessThan(uncached.queries);
 
     expect((await get(demo, '/users/999999')).status).toBe(404);
@@ -310,6 +308,13 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     expect(renamed.body).toContain(`<h1>${newName} <span class="muted">@${user.login}</span></h1>`);
     expect(renamed.body).toContain('reads its own write');
     expect(renamed.cache).toMatch(/^hits=[1-9]/); // the page was rendered with the cache on
+    // The panel's other two modes render the page after the write, without writing again.
+    const counts = byMode(renamed.headers);
+    expect(counts.shared).toBe(renamed.queries);
+    expect(renamed.body).toContain('This response also made the write');
+    const after = await get(demo, `/users/${user.id}?nocache=1`);
+    expect(counts.none).toBe(after.queries);
+    expect(withoutPanel(after.body)).toContain(`<h1>${newName} <span class="muted">`);
 
     // Later requests see it too (the shared tier was invalidated as well).
     const later = await get(demo, `/users/${user.id}`);
@@ -386,10 +391,81 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
     );
 
     const page = await get(demo, location);
-    expect(page.body).toContain('<span class="job-status done">done</span>');
+    expect(page.body).toContain('<span id="job-status" class="job-status done">done</span>');
     expect(
       (await get(demo, '/jobs/424242', { headers: { accept: 'application/json' } })).status,
     ).toBe(404);
+  }, 90_000);
+
+  it('starts a job from the form with Post/Redirect/Get, and its page shows progress, then the file', async () => {
+    const jobRows = async () =>
+      [...(await get(demo, '/jobs')).body.matchAll(/<tr><td><a href="\/jobs\/(\d+)">/g)].map(
+        (m) => m[1],
+      );
+    const before = await jobRows();
+    // The form's POST is answered with a redirect to the job's own page (303: the
+    // browser follows it with a GET), so reloading that page cannot start another job.
+    const posted = await fetch(`${demo.url}/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: '',
+      redirect: 'manual',
+    });
+    expect(posted.status).toBe(303);
+    const location = posted.headers.get('location') ?? '';
+    expect(location).toMatch(/^\/jobs\/\d+$/);
+    await posted.arrayBuffer();
+
+    // While it runs: a progress bar, a script that polls the job's JSON, and for
+    // browsers without JavaScript a refresh that only repeats this GET.
+    const running = await get(demo, location);
+    expect(running.status).toBe(200);
+    expect(running.body).toMatch(/<span id="job-status" class="job-status (queued|running)">/);
+    expect(running.body).toContain('<progress id="job-progress"');
+    expect(running.body).toContain('<noscript><meta http-equiv="refresh" content="1"></noscript>');
+    expect(running.body).toContain(
+      "fetch(location.pathname, { headers: { accept: 'application/json' } })",
+    );
+    expect(running.body).toContain('<aside class="explain"');
+    // Reading the page again and again (a reload) starts nothing: one job more, this one.
+    for (let i = 0; i < 3; i++) expect((await get(demo, location)).status).toBe(200);
+    const after = await jobRows();
+    expect(after).toEqual([location.split('/').pop(), ...before]);
+
+    // What the script reads: the job's progress against its total.
+    let job = {
+      status: 'queued',
+      done: 0,
+      total: null as number | null,
+      download: null as string | null,
+    };
+    for (let i = 0; i < 600 && (job.status === 'queued' || job.status === 'running'); i++) {
+      const polled = await get(demo, location, { headers: { accept: 'application/json' } });
+      job = JSON.parse(polled.body);
+      if (job.total !== null) expect(job.done).toBeLessThanOrEqual(job.total);
+      if (job.status === 'queued' || job.status === 'running')
+        await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(job).toMatchObject({
+      status: 'done',
+      done: seed.issues.length,
+      total: seed.issues.length,
+      download: `${location}/export.csv`,
+    });
+    const finished = await get(demo, location);
+    expect(finished.body).toContain(
+      `<a class="download" href="${location}/export.csv" download>Download export.csv</a> (${seed.issues.length} issues,`,
+    );
+    expect(finished.body).toContain(
+      `<progress id="job-progress" max="${seed.issues.length}" value="${seed.issues.length}">100%</progress>`,
+    );
+    expect(finished.body).not.toContain('http-equiv="refresh"');
+    expect(finished.body).not.toContain('<script>');
+    const csv = await get(demo, `${location}/export.csv`);
+    expect(csv.headers.get('content-disposition')).toMatch(
+      /^attachment; filename="issues-\d+\.csv"$/,
+    );
+    expect(csv.body.trimEnd().split('\n')).toHaveLength(seed.issues.length + 1);
   }, 90_000);
 
   it('shuts down on SIGTERM after the running job has finished', async () => {
