@@ -9,6 +9,7 @@
 //                                 under bench/.results/
 //   --only micro,http,memory      run some sections
 //   --routes ping                 only these HTTP routes (ping, page)
+//   --rounds N                    HTTP rounds (default 3)
 //   --baseline LABEL=ENTRY        also time another build of this package (its ESM entry,
 //                                 such as an older dist/index.js) in the micro's user
 //                                 shapes; LABEL names it in RESULTS.md
@@ -202,10 +203,27 @@ function httpConfigs() {
 
 if (sections.includes('http')) {
   const configs = httpConfigs().filter((c) => routes.includes(c.route));
-  const rounds = quick ? 1 : 3;
+  const rounds = quick ? 1 : Number(option('--rounds') ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1)
+    throw new TypeError('--rounds takes a positive integer, such as 5');
+  results.httpRounds = rounds;
   const runs = configs.map(() => []);
+  // The contenders of one setting (Node, framework, route, store, calls) run back to back,
+  // in an order rotated each round, so no contender always runs first or right after
+  // another: on a shared machine a position in the sequence can be worth a few percent.
+  const groups = [];
+  for (let i = 0; i < configs.length; i++) {
+    const { contender, ...setting } = configs[i];
+    const key = JSON.stringify({ ...setting, node: setting.node.version });
+    const last = groups.at(-1);
+    if (last !== undefined && last.key === key) last.members.push(i);
+    else groups.push({ key, members: [i] });
+  }
   for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < configs.length; i++) {
+    const order = groups.flatMap(({ members }) =>
+      members.map((_, j) => members[(j + round) % members.length]),
+    );
+    for (const i of order) {
       const { node, ...config } = configs[i];
       const server = await startServer(node.bin, config);
       try {
@@ -214,7 +232,13 @@ if (sections.includes('http')) {
         if (quick) runs[i].push(await load(url, { amount: 50 }));
         else {
           await load(url, { duration: 1 }); // warm-up: JIT, pools, PGlite's plan cache
-          runs[i].push(await load(url, { duration: 2 }));
+          // The server's own CPU time per request: unlike req/s, it does not depend on how
+          // much of the machine the load generator got in this round.
+          const cpu = async () => JSON.parse(await get(`${server.url}/__cpu`)).cpu;
+          const before = await cpu();
+          const run = await load(url, { duration: 2 });
+          run.cpu = ((await cpu()) - before) / run.requests;
+          runs[i].push(run);
         }
       } finally {
         await server.stop();
@@ -223,7 +247,8 @@ if (sections.includes('http')) {
       console.log(
         `http ${quick ? 'smoke run (50 requests, not a measurement) ' : ''}round ${round + 1}/${rounds} ${label(node)} ${config.framework} /${config.route}` +
           `${config.calls === undefined ? '' : ` ${config.calls} calls ${config.store}`}` +
-          ` ${config.contender}: ${last.rps.toFixed(0)} req/s, p99 ${last.p99} ms`,
+          ` ${config.contender}: ${last.rps.toFixed(0)} req/s, p99 ${last.p99} ms` +
+          `${last.cpu === undefined ? '' : `, server CPU ${last.cpu.toFixed(2)} µs/request`}`,
       );
     }
   }
@@ -232,7 +257,9 @@ if (sections.includes('http')) {
     ...config,
     rps: median(runs[i].map((r) => r.rps)),
     p99: median(runs[i].map((r) => r.p99)),
+    ...(quick ? {} : { cpu: median(runs[i].map((r) => r.cpu)) }),
     rounds: runs[i].map((r) => Math.round(r.rps)),
+    ...(quick ? {} : { cpuRounds: runs[i].map((r) => r.cpu) }),
   }));
 }
 

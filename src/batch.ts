@@ -438,7 +438,11 @@ export function contextBatched<K extends CacheKey, V>(
     }
     const entry = pending.entries[i];
     if (entry !== undefined) {
-      pending.scope?.cache?.settleBatched(entry, pending.promises[i] as Promise<unknown>, value);
+      (pending.scope as ScopeState).cache?.settleBatched(
+        entry,
+        pending.promises[i] as Promise<unknown>,
+        value,
+      );
     }
     (pending.settlers[2 * i] as (value: unknown) => void)(value);
   }
@@ -459,23 +463,32 @@ export function contextBatched<K extends CacheKey, V>(
   const batched = (key: K): Promise<V> => {
     const scope = currentScope();
     const mapKey = mapKeyOf(FN, key);
-    const composite = typeof key === 'object' && key !== null;
     const cache = scope?.cache;
-    let store = false;
+    let entry: BatchedEntry | null = null;
     if (cache !== undefined) {
-      const found = cache.findBatched(FN, group, mapKey, composite, batched);
-      if (found) return found as Promise<V>;
-      store = found === undefined;
+      entry = cache.lookupBatched(
+        FN,
+        group,
+        mapKey,
+        typeof key === 'object' && key !== null,
+        batched,
+      );
+      // A hit or a join.
+      if (entry !== null && entry.promise !== undefined) return entry.promise as Promise<V>;
     }
     const pending = pendingOf(scope);
     // With a serving cache whose entries are all still there, a queued key would have
     // been found above (a join); otherwise look among the queued keys.
     let index =
-      store && (cache as Cache).removals === pending.removals ? -1 : pending.indexOf(mapKey);
+      entry !== null && (cache as Cache).removals === pending.removals
+        ? -1
+        : pending.indexOf(mapKey);
     if (index < 0) index = pending.add(key, mapKey);
     const promise = pending.promises[index] as Promise<unknown>;
-    if (store)
-      pending.entries[index] = (cache as Cache).pendBatched(group, mapKey, composite, promise);
+    if (entry !== null) {
+      entry.promise = promise;
+      pending.entries[index] = entry;
+    }
     return promise as Promise<V>;
   };
 

@@ -79,9 +79,12 @@ export interface CacheOptions {
 type Loader = (key: never, ctx: LoaderContext) => unknown;
 type SyncLoader = (key: never) => unknown;
 
-/** A request-cache entry, as `contextBatched` holds it (opaque outside this module). */
+/**
+ * A request-cache entry, as `contextBatched` holds it: `promise` is set on a hit or a
+ * join, and set by the getter itself right after a miss made the entry.
+ */
 export interface BatchedEntry {
-  readonly key: unknown;
+  promise: Promise<unknown> | undefined;
 }
 
 /** One cached value or load in flight, linked in insertion order for eviction. */
@@ -278,8 +281,6 @@ export class Cache implements EphemeralCache, ScopeState {
    * so an entry lookup alone tells whether a key is queued already.
    */
   removals = 0;
-  /** The group map of the last `findBatched` miss, for the `pendBatched` right after it. */
-  private missedMap: Map<unknown, Entry> | undefined = undefined;
   outer: Cache | undefined = undefined;
 
   constructor(
@@ -588,19 +589,21 @@ export class Cache implements EphemeralCache, ScopeState {
   // --- contextBatched (batch.ts) --------------------------------------------------
 
   /**
-   * A batched getter's lookup of `key` (its map key `mapKey`, already checked): the
-   * promise of a settled value (a hit) or of a load in flight (a join), `undefined` on a
-   * miss, counted as a miss and a load (the caller queues the key and then calls
-   * `pendBatched`), or `null` when the cache no longer serves (the miss and the load are
-   * counted while it has not ended; nothing will be stored).
+   * A batched getter's lookup of `key` (its map key `mapKey`, already checked), in one
+   * call. A hit or a join returns the entry found, whose `promise` is set. A miss is
+   * counted as a miss and a load and returns a new entry stored for the key with no
+   * `promise` yet: the caller queues the key and sets the entry's `promise` before
+   * anything else runs, so other lookups of `(group, key)` join it. `null` when the
+   * cache no longer serves (the miss and the load are counted while it has not ended;
+   * nothing will be stored).
    */
-  findBatched(
+  lookupBatched(
     fn: string,
     group: string,
     mapKey: unknown,
     composite: boolean,
     cut: StackCut,
-  ): Promise<unknown> | undefined | null {
+  ): BatchedEntry | null {
     if (!this.serving(fn, cut)) {
       if (!this.ended) {
         const counts = this.hold();
@@ -610,47 +613,21 @@ export class Cache implements EphemeralCache, ScopeState {
       return null;
     }
     const contents = this.hold();
-    const map = contents.mapOf(group, composite);
-    const entry = map?.get(mapKey);
-    if (entry !== undefined) {
-      if (entry.settled) {
+    const map = composite ? contents.compositeMap(group) : contents.primitiveMap(group);
+    const found = map.get(mapKey);
+    if (found !== undefined) {
+      if (found.settled) {
         contents.hits++;
-        if (entry.promise === undefined) entry.promise = Promise.resolve(entry.value);
-        return entry.promise;
+        if (found.promise === undefined) found.promise = Promise.resolve(found.value);
+      } else {
+        contents.joins++;
       }
-      contents.joins++;
-      return entry.promise as Promise<unknown>;
+      return found;
     }
     contents.misses++;
     contents.loads++;
-    this.missedMap = map;
-    return undefined;
-  }
-
-  /**
-   * Store the pending load of a key queued for a batch (after `findBatched` missed), so
-   * other lookups of `(group, key)` join it. Returns its entry, or `undefined` if the
-   * cache has ended meanwhile.
-   */
-  pendBatched(
-    group: string,
-    mapKey: unknown,
-    composite: boolean,
-    promise: Promise<unknown>,
-  ): BatchedEntry | undefined {
-    if (this.ended) return undefined;
-    // The map `findBatched` just missed in, if the group had one: nothing ran since, so
-    // the key is still absent and the entry goes straight in.
-    const found = this.missedMap;
-    this.missedMap = undefined;
-    if (found === undefined) {
-      const map = this.groupMap(group, composite);
-      const entry = new Entry(map, mapKey, false, undefined, promise);
-      this.insert(map, mapKey, entry);
-      return entry;
-    }
-    const entry = new Entry(found, mapKey, false, undefined, promise);
-    this.link(found, mapKey, entry);
+    const entry = new Entry(map, mapKey, false, undefined, undefined);
+    this.link(map, mapKey, entry);
     return entry;
   }
 

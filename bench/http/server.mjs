@@ -4,7 +4,8 @@
 //     | 'request-context' | 'dataloader', calls?: number, store?: 'latency' | 'pglite',
 //     maxEntries?: number }
 // Routes: GET /ping, GET /page (a page of `calls` getter calls), GET /__stats (queries
-// run so far), GET /__heap (heap used after a forced GC; needs --expose-gc), GET /fill?n=
+// run so far), GET /__heap (heap used after a forced GC; needs --expose-gc), GET /__cpu
+// (the process's CPU time so far, µs, from process.cpuUsage()), GET /fill?n=
 // (context-cache only: sets n entries in the request cache, reports its size and heap).
 // Listens on 127.0.0.1, port 0, and prints `READY <port>` once it accepts connections.
 import dataloader from '../contenders/dataloader.mjs';
@@ -59,6 +60,10 @@ const handlers = {
   '/page': page,
   '/__stats': () => JSON.stringify({ queries: store.queries }),
   '/__heap': () => JSON.stringify({ heap: heap() }),
+  '/__cpu': () => {
+    const { user, system } = process.cpuUsage();
+    return JSON.stringify({ cpu: user + system });
+  },
 };
 
 let close;
