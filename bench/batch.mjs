@@ -4,7 +4,14 @@
 // rounds, medians; the batch function returns ready values (no I/O). Every variant's
 // answer is checked before it is timed.
 //
+// "least request-scoped batcher" is a reference, not a contender: the least code that
+// batches in an AsyncLocalStorage scope and keeps one entry per key where other lookups
+// of the request find it (what contextBatched must do to share entries with
+// contextCached), with no bound, lifetime, counters or error handling. It shows what the
+// design itself costs against DataLoader, apart from this library's code.
+//
 //   node --expose-gc batch.mjs [--quick] [--json FILE]
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { writeFileSync } from 'node:fs';
 import { contextBatched, contextCached, withCacheContext } from 'context-cache';
 import DataLoader from 'dataloader';
@@ -30,6 +37,51 @@ const keys = Array.from({ length: N }, (_, i) => i + 1);
 const expected = keys.map((key) => key * 2);
 
 const ours = (get) => Promise.all(keys.map((key) => get(key)));
+
+// The reference: a scope holds a Map of entries and the pending batch.
+const least = new AsyncLocalStorage();
+class Entry {
+  constructor(promise) {
+    this.settled = false;
+    this.value = undefined;
+    this.promise = promise;
+  }
+}
+let settle;
+const capture = (resolve) => {
+  settle = resolve;
+};
+const tick = Promise.resolve();
+function leastGet(key) {
+  const scope = least.getStore();
+  const found = scope.entries.get(key);
+  if (found !== undefined) return found.promise;
+  let pending = scope.pending;
+  if (pending === undefined) {
+    pending = { keys: [], entries: [], settlers: [] };
+    scope.pending = pending;
+    const batch = pending;
+    tick.then(() => process.nextTick(() => leastDispatch(scope, batch)));
+  }
+  const entry = new Entry(new Promise(capture));
+  scope.entries.set(key, entry);
+  pending.keys.push(key);
+  pending.entries.push(entry);
+  pending.settlers.push(settle);
+  return entry.promise;
+}
+function leastDispatch(scope, pending) {
+  scope.pending = undefined;
+  identity(pending.keys).then((values) => {
+    for (let i = 0; i < values.length; i++) {
+      const entry = pending.entries[i];
+      entry.settled = true;
+      entry.value = values[i];
+      pending.settlers[i](values[i]);
+    }
+  });
+}
+const leastScope = (fn) => least.run({ entries: new Map(), pending: undefined }, fn);
 const loaderOf = () => new DataLoader(identity);
 const viaLoader = (loader) => Promise.all(keys.map((key) => loader.load(key)));
 
@@ -50,6 +102,12 @@ const scenarios = [
         same(await withCacheContext(() => ours(batched)), 'contextBatched cold');
         if (batchCalls - before !== 1) throw new Error('contextBatched: not one batch');
         return time(() => withCacheContext(() => ours(batched)));
+      },
+      'least request-scoped batcher (reference)': async (time) => {
+        const before = batchCalls;
+        same(await leastScope(() => ours(leastGet)), 'reference cold');
+        if (batchCalls - before !== 1) throw new Error('reference: not one batch');
+        return time(() => leastScope(() => ours(leastGet)));
       },
       DataLoader: async (time) => {
         const before = batchCalls;
