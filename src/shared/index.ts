@@ -35,7 +35,7 @@ import {
   type Store,
   type StoreValue,
 } from './types.js';
-import { frame, nextVersion, payloadOf } from './version.js';
+import { frame, isTombstone, nextVersion, payloadOf, tombstone } from './version.js';
 
 export type { Serializer } from './serializer.js';
 
@@ -551,11 +551,14 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     return decodeOrDrop(key, raw);
   }
 
-  /** The value in `raw`, or `MISS` when there is none or it does not decode (then dropped). */
+  /**
+   * The value in `raw`, or `MISS` when there is none, it is a delete's tombstone, or it
+   * does not decode (then dropped: a tombstone stays, to refuse older write-backs).
+   */
   function decodeOrDrop(key: string, raw: StoreValue | undefined): unknown {
     if (raw === undefined) return MISS;
     const value = decode(raw);
-    if (value === MISS) dropCorrupt(key);
+    if (value === MISS && !isTombstone(raw)) dropCorrupt(key);
     return value;
   }
 
@@ -1082,10 +1085,19 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
+  /**
+   * Delete by writing a tombstone (see version.ts) for the cache's `ttl`: a miss for
+   * every reader, and, through the version rule, a refusal for the write-back of any
+   * load that started before the delete, in this instance or another. Through
+   * `tieredStore` it is a `set`, so other instances drop the key from their L1.
+   */
   function remove(fn: string, fullKey: string): Promise<void> {
     if (closing !== undefined) return Promise.reject(closedError(fn));
     supersede(fullKey);
-    return op('delete', fullKey, writeTimeout, () => store.delete(fullKey));
+    const version = nextVersion();
+    return op('delete', fullKey, writeTimeout, () =>
+      store.set(fullKey, tombstone(version), defaultTtl, version),
+    ).then(ignore);
   }
 
   // --- the cache -----------------------------------------------------------------

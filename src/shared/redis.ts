@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { checkOptionNames, describe } from '../warnings.js';
 import type { MemoryStore } from './memory.js';
 import type { Store, StoreEntry, StoreValue } from './types.js';
-import { SET_IF_NEWER_SCRIPT, versionOf } from './version.js';
+import { isTombstone, SET_IF_NEWER_SCRIPT, versionOf } from './version.js';
 
 /** The commands a Redis client must offer: a subset of ioredis's `Redis`. */
 export interface RedisClient {
@@ -573,7 +573,8 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       if (local !== undefined) return local;
       const seen = generation;
       const [value, left] = await l2.getWithTtl(key);
-      if (value !== undefined && seen === generation) {
+      // A delete's tombstone stays in Redis only (it is there to refuse older writes).
+      if (value !== undefined && seen === generation && !isTombstone(value)) {
         // By the version rule too: never over a newer value this instance just wrote.
         await l1.set(key, value, Math.min(l1ttl, left ?? l1ttl), versionOf(value));
       }
@@ -596,7 +597,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
         values[i] = value;
         // MGET tells no remaining ttl: L1 keeps the value for its own ttl, which bounds
         // staleness as for any L1 fill.
-        if (value !== undefined && seen === generation) {
+        if (value !== undefined && seen === generation && !isTombstone(value)) {
           await l1.set(keys[i] as string, value, l1ttl, versionOf(value));
         }
       }
@@ -613,7 +614,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       entries.forEach((e, i) => {
         // A newer value is in Redis: its writer has told everyone already.
         if (landed[i] === false) return;
-        void l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
+        if (!isTombstone(e.value)) void l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
         published.push(client.publish(channel, message(e.key)));
       });
       await Promise.all(published);
@@ -626,8 +627,8 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       // A newer value is in Redis: its writer has told everyone already.
       if (landed === false) return false;
       // The writer keeps its value (write-through); others drop the key on the message,
-      // which this instance ignores.
-      await l1.set(key, value, Math.min(l1ttl, ttl), version);
+      // which this instance ignores. A delete's tombstone stays in Redis only.
+      if (!isTombstone(value)) await l1.set(key, value, Math.min(l1ttl, ttl), version);
       await publish(key);
       return true;
     },

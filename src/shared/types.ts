@@ -143,6 +143,10 @@ export interface Store {
    * store that ignores `version` (and resolves nothing) still works, without that
    * guarantee: a late write-back may then overwrite a newer value. Without `version`
    * (a direct call), the write is unconditional.
+   *
+   * The cache's `delete` and `invalidate` arrive here too, as a tombstone: the header
+   * alone, ending in `!` (see `versionOf`), with the cache's `ttl`. The same rule keeps
+   * it over any value whose load started before the delete; reads treat it as a miss.
    */
   set(key: string, value: StoreValue, ttl: number, version?: number): Promise<unknown>;
   /**
@@ -157,7 +161,10 @@ export interface Store {
    * written one by one.
    */
   setMany?(entries: readonly StoreEntry[]): Promise<unknown>;
-  /** Drop `key` (and tell other instances, where the store has any). */
+  /**
+   * Drop `key` (and tell other instances, where the store has any). The cache calls it
+   * for a value that does not decode; its own deletes write a tombstone through `set`.
+   */
   delete(key: string): Promise<void>;
   /**
    * Take the lock `key` for `ttl` ms unless someone holds it (`SET key token NX PX ttl`);

@@ -7,6 +7,11 @@
  * Header: `cc1:` + the version as 16 decimal digits + `:` (21 bytes, ASCII). A value
  * without it (written before versions existed, or by someone else) is older than any
  * versioned value, and reads as a miss.
+ *
+ * A delete leaves a tombstone: the header alone, ending in `!` instead of `:`, whose
+ * version is the time of the delete. It reads as a miss, and like any value it refuses a
+ * write whose load started earlier, so a load that read the old row before another
+ * instance's delete cannot store it afterwards.
  */
 
 import type { StoreValue } from './types.js';
@@ -19,6 +24,9 @@ const DIGITS = 16;
 /** Char codes of the magic, compared byte by byte on Buffers without decoding them. */
 const MAGIC_CODES = [...VERSION_MAGIC].map((c) => c.charCodeAt(0));
 const COLON = 0x3a;
+/** The last byte of a tombstone's header, where a value's header has `:`. */
+const TOMBSTONE_END = '!';
+const BANG = 0x21;
 
 let last = 0;
 
@@ -51,23 +59,42 @@ export function frame(version: number, payload: StoreValue): StoreValue {
   return framed as StoreValue;
 }
 
-function hasHeader(raw: StoreValue): boolean {
-  if (raw.length < HEADER_BYTES) return false;
-  if (typeof raw === 'string')
-    return raw.startsWith(VERSION_MAGIC) && raw[HEADER_BYTES - 1] === ':';
-  for (let i = 0; i < MAGIC_CODES.length; i++) if (raw[i] !== MAGIC_CODES[i]) return false;
-  return raw[HEADER_BYTES - 1] === COLON;
+/** The tombstone a delete made at `version` leaves: a header with no payload. */
+export function tombstone(version: number): string {
+  return `${VERSION_MAGIC}${String(version).padStart(DIGITS, '0')}${TOMBSTONE_END}`;
 }
 
-/** The serializer's bytes inside a stored value, or `undefined` when it has no header. */
+/** The last byte of the header, as a char code, or -1 when `raw` has no header. */
+function headerEnd(raw: StoreValue): number {
+  if (raw.length < HEADER_BYTES) return -1;
+  if (typeof raw === 'string') {
+    return raw.startsWith(VERSION_MAGIC) ? raw.charCodeAt(HEADER_BYTES - 1) : -1;
+  }
+  for (let i = 0; i < MAGIC_CODES.length; i++) if (raw[i] !== MAGIC_CODES[i]) return -1;
+  return raw[HEADER_BYTES - 1] as number;
+}
+
+/** Whether `raw` is a delete's tombstone (a miss that still carries a version). */
+export function isTombstone(raw: StoreValue): boolean {
+  return headerEnd(raw) === BANG;
+}
+
+/**
+ * The serializer's bytes inside a stored value, or `undefined` when it has no header
+ * (or is a tombstone).
+ */
 export function payloadOf(raw: StoreValue): StoreValue | undefined {
-  if (!hasHeader(raw)) return undefined;
+  if (headerEnd(raw) !== COLON) return undefined;
   return typeof raw === 'string' ? raw.slice(HEADER_BYTES) : raw.subarray(HEADER_BYTES);
 }
 
-/** The version of a stored value, or `undefined` when it has none (it is older than any). */
+/**
+ * The version of a stored value or tombstone, or `undefined` when it has none (it is
+ * older than any).
+ */
 export function versionOf(raw: StoreValue): number | undefined {
-  if (!hasHeader(raw)) return undefined;
+  const end = headerEnd(raw);
+  if (end !== COLON && end !== BANG) return undefined;
   const digits =
     typeof raw === 'string'
       ? raw.slice(VERSION_MAGIC.length, HEADER_BYTES - 1)
@@ -88,11 +115,13 @@ export function isNewer(version: number, current: StoreValue | undefined): boole
 
 /**
  * The same rule in Redis, in one script so nothing lands between the compare and the
- * set. KEYS[1]: the entry; ARGV: value, ttl in ms, version. Only the header is read
- * (GETRANGE), never the payload. Returns 1 when written, 0 when a newer value is kept.
+ * set. KEYS[1]: the entry; ARGV: value (or tombstone), ttl in ms, version. Only the
+ * header is read (GETRANGE), never the payload. Returns 1 when written, 0 when a newer
+ * value or tombstone is kept.
  */
 export const SET_IF_NEWER_SCRIPT = `local head = redis.call('GETRANGE', KEYS[1], 0, ${HEADER_BYTES - 1})
-if string.sub(head, 1, ${VERSION_MAGIC.length}) == '${VERSION_MAGIC}' and string.sub(head, ${HEADER_BYTES}, ${HEADER_BYTES}) == ':' then
+local last = string.sub(head, ${HEADER_BYTES}, ${HEADER_BYTES})
+if string.sub(head, 1, ${VERSION_MAGIC.length}) == '${VERSION_MAGIC}' and (last == ':' or last == '${TOMBSTONE_END}') then
   local held = tonumber(string.sub(head, ${VERSION_MAGIC.length + 1}, ${HEADER_BYTES - 1}))
   if held ~= nil and held >= tonumber(ARGV[3]) then return 0 end
 end

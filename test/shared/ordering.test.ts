@@ -10,6 +10,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
 import { type RedisClient, redisStore, tieredStore } from '../../src/shared/redis.js';
+import { GROUP_VIEW } from '../../src/shared/types.js';
 import { deferred, eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 import { startProxy, type TcpProxy } from '../helpers/tcp-proxy.js';
@@ -226,25 +227,31 @@ describe('two loads of one key racing', () => {
     };
   }
 
+  /** Two caches, one over each store, writes recorded in `results`, subscribers ready. */
+  async function twoInstances(
+    [s1, s2]: [Store, Store],
+    results: unknown[],
+  ): Promise<[SharedCache<string>, SharedCache<string>]> {
+    const caches = [s1, s2].map((store) =>
+      createSharedCache<string>({
+        store: recording(store, results),
+        ttl: 60_000,
+        namespace: 'order',
+      }),
+    ) as [SharedCache<string>, SharedCache<string>];
+    for (const store of [s1, s2]) {
+      if ('ready' in store) await (store as { ready(): Promise<void> }).ready();
+    }
+    return caches;
+  }
+
   describe.each(kinds)('$name', (kind) => {
     it.each([
       { order: 'the later one finishes first', first: 'later' as const },
       { order: 'the earlier one finishes first', first: 'earlier' as const },
     ])('the later-started load wins when $order', async ({ first }) => {
       const results: unknown[] = [];
-      const [s1, s2] = kind.stores();
-      const c1: SharedCache<string> = createSharedCache({
-        store: recording(s1, results),
-        ttl: 60_000,
-        namespace: 'order',
-      });
-      const c2: SharedCache<string> = createSharedCache({
-        store: recording(s2, results),
-        ttl: 60_000,
-        namespace: 'order',
-      });
-      if ('ready' in s1) await (s1 as { ready(): Promise<void> }).ready();
-      if ('ready' in s2) await (s2 as { ready(): Promise<void> }).ready();
+      const [c1, c2] = await twoInstances(kind.stores(), results);
       const earlier = deferred<string>();
       const later = deferred<string>();
       // Each load has missed in the store and runs its loader before the next step.
@@ -273,6 +280,63 @@ describe('two loads of one key racing', () => {
       await c1.close();
       await c2.close();
     });
+  });
+
+  describe.each(kinds)('$name: a delete in another instance', (kind) => {
+    it('refuses the write-back of a load that started before the delete', async () => {
+      const results: unknown[] = [];
+      const [c1, c2] = await twoInstances(kind.stores(), results);
+      // Instance 1 misses and reads the row...
+      const row = deferred<string>();
+      const pending = c1.getOrLoad('d', () => loading(row.promise));
+      await eventually(() => loads === 1, 'the load runs');
+      // ...instance 2 updates it and deletes the key...
+      await c2.delete('d');
+      expect(results).toEqual([true]); // the tombstone
+      // ...then instance 1's load returns what it read before the update.
+      row.resolve('read before the delete');
+      expect(await pending).toBe('read before the delete');
+      await eventually(() => results.length === 2, 'the write-back was tried');
+      expect(results[1]).toBe(false);
+      // Neither instance (L1 included, for the tiered store) serves the old row.
+      expect(await c1.get('d')).toBeUndefined();
+      expect(await c2.get('d')).toBeUndefined();
+      // The next load stores what the row holds now, over the tombstone.
+      expect(await c2.getOrLoad('d', () => loading(Promise.resolve('after')))).toBe('after');
+      expect(await c1.get('d')).toBe('after');
+      await c1.close();
+      await c2.close();
+    });
+  });
+
+  it('a batch that started before another instance deleted one of its keys stores the others only', async () => {
+    const store = redisStore({ url: server.url });
+    const cache = createSharedCache<string>({ store, ttl: 60_000, namespace: 'order' });
+    const rows = deferred<string[]>();
+    const view = cache[GROUP_VIEW]('posts');
+    const started = view.loadMany(['a', 'b'], () => loading(rows.promise));
+    await eventually(() => loads === 1, 'the batch runs');
+    const other = createSharedCache<string>({
+      store: redisStore({ url: server.url }),
+      ttl: 60_000,
+      namespace: 'order',
+    });
+    await other[GROUP_VIEW]('posts').delete('b');
+    rows.resolve(['a as read', 'b as read before the delete']);
+    expect(await Promise.all(started)).toEqual(['a as read', 'b as read before the delete']);
+    await cache.close();
+    const seen = other[GROUP_VIEW]('posts');
+    let reloaded = 0;
+    expect(
+      await Promise.all(
+        seen.loadMany(['a', 'b'], (keys) => {
+          reloaded += keys.length;
+          return Promise.resolve(keys.map((key) => `${String(key)} now`));
+        }),
+      ),
+    ).toEqual(['a as read', 'b now']);
+    expect(reloaded).toBe(1);
+    await other.close();
   });
 
   it('a set always wins over a load that started before it, in every instance', async () => {

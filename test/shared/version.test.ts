@@ -4,7 +4,15 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { frame, isNewer, nextVersion, payloadOf, versionOf } from '../../src/shared/version.js';
+import {
+  frame,
+  isNewer,
+  isTombstone,
+  nextVersion,
+  payloadOf,
+  tombstone,
+  versionOf,
+} from '../../src/shared/version.js';
 
 describe('versions', () => {
   it('are the wall clock in microseconds, strictly increasing within the process', () => {
@@ -33,6 +41,24 @@ describe('versions', () => {
       expect(versionOf(raw)).toBeUndefined();
       expect(payloadOf(raw)).toBeUndefined();
       expect(isNewer(1, raw)).toBe(true);
+    }
+  });
+
+  it("a delete's tombstone is the header alone, ending in '!': a version and no payload", () => {
+    const version = 1_765_000_000_123_456;
+    const dead = tombstone(version);
+    expect(dead).toBe('cc1:1765000000123456!');
+    expect(isTombstone(dead)).toBe(true);
+    expect(isTombstone(Buffer.from(dead, 'latin1'))).toBe(true);
+    expect(versionOf(dead)).toBe(version);
+    expect(versionOf(Buffer.from(dead, 'latin1'))).toBe(version);
+    expect(payloadOf(dead)).toBeUndefined();
+    // It refuses a write whose load started before the delete, and takes a later one.
+    expect(isNewer(version - 1, dead)).toBe(false);
+    expect(isNewer(version + 1, dead)).toBe(true);
+    // A value and anything without the header are not tombstones.
+    for (const raw of [frame(version, 'x'), frame(version, ''), '{"cc":1}', '']) {
+      expect(isTombstone(raw)).toBe(false);
     }
   });
 
