@@ -2,6 +2,7 @@
 
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { expect } from 'vitest';
 import type { RunningApp } from './table.js';
 
 /** Listen on an ephemeral loopback port and read it back. */
@@ -23,4 +24,15 @@ export function closeServer(server: Server): Promise<void> {
     server.close(() => resolve());
     server.closeAllConnections();
   });
+}
+
+/**
+ * An adapter mounted twice: the outer one's cache served both (`seen`: what the outer
+ * and the inner code got from getContextCache()), and only the outer one reported onEnd.
+ */
+export async function expectOuterCacheOnly(seen: unknown[], ends: string[]): Promise<void> {
+  await expect.poll(() => ends).toEqual(['outer']);
+  expect(seen).toHaveLength(2);
+  expect(seen[0]).toBeDefined();
+  expect(seen[1]).toBe(seen[0]);
 }

@@ -1,6 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
-import { getContextCache } from '../../index.js';
-import { type ExecutionContext, runWithExecutionContext } from '../../scope.js';
+import { type ExecutionContext, runWithExecutionContext, scopeStorage } from '../../scope.js';
 import {
   type AdapterOptions,
   BODY_FAILED,
@@ -198,9 +197,12 @@ export function contextCache(options?: Options): MiddlewareHandler {
   // Mounted itself (`app.use(contextCache)`), this runs per request with `c` as
   // `options`: the TypeError goes to Hono's onError (a 500, logged by default).
   const settings = checkAdapterOptions<Context>('contextCache', options, HONO_USAGE);
+  const storage = scopeStorage();
   return async function contextCacheMiddleware(c, next) {
-    // Mounted twice: the outer one owns the cache and ends it.
-    if (getContextCache() !== undefined) return next();
+    // Mounted twice: the outer one owns the cache and ends it. Read from the storage
+    // itself, as in node-response.ts (a function in between costs more on Node 24).
+    const outer = storage.getStore()?.cache;
+    if (outer !== undefined && !outer.ended) return next();
     const request = new OpenRequest(c, settings);
     const res = nodeResponse(c);
     if (res !== undefined) {

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import { listen } from '../../../test/adapters/node.js';
+import { expectOuterCacheOnly, listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable } from '../../../test/adapters/table.js';
 import { type CacheStats, getContextCache, getWithContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
@@ -42,6 +42,32 @@ adapterTable({
     }
     return listen(createAdaptorServer({ fetch: app.fetch }) as Server);
   },
+});
+
+describe('hono adapter mounted twice', () => {
+  it('runs the inner one in the outer cache, which alone ends it and reports onEnd', async () => {
+    const ends: string[] = [];
+    const seen: unknown[] = [];
+    const app = new Hono();
+    app.use(contextCache({ onEnd: () => ends.push('outer') }));
+    app.use(async (_c, next) => {
+      seen.push(getContextCache());
+      await next();
+    });
+    app.use(contextCache({ onEnd: () => ends.push('inner') }));
+    app.get('/', (c) => {
+      seen.push(getContextCache());
+      return c.text('ok');
+    });
+    const server = await listen(createAdaptorServer({ fetch: app.fetch }) as Server);
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/`);
+      expect(await res.text()).toBe('ok');
+      await expectOuterCacheOnly(seen, ends);
+    } finally {
+      await server.close();
+    }
+  });
 });
 
 describe('hono without a Node response (app.request)', () => {

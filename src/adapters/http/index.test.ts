@@ -1,7 +1,7 @@
 import { createServer, get, IncomingMessage, type ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
-import { listen } from '../../../test/adapters/node.js';
+import { expectOuterCacheOnly, listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable, type RunningApp } from '../../../test/adapters/table.js';
 import { getContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
@@ -139,6 +139,34 @@ describe('node:http errors', () => {
     expect(() => contextCache(() => {}, { onError: 1 } as never)).toThrow(
       /options\.onError must be a function/,
     );
+  });
+});
+
+describe('node:http adapter mounted twice', () => {
+  it('runs the inner one in the outer cache, which alone ends it and reports onEnd', async () => {
+    const ends: string[] = [];
+    const seen: unknown[] = [];
+    const inner = contextCache(
+      (_req, res) => {
+        seen.push(getContextCache());
+        res.end('ok');
+      },
+      { onEnd: () => ends.push('inner') },
+    );
+    const outer = contextCache(
+      (req, res) => {
+        seen.push(getContextCache());
+        inner(req, res);
+      },
+      { onEnd: () => ends.push('outer') },
+    );
+    const app = await listen(createServer(outer));
+    try {
+      expect(await fetchText(app.port, '/')).toEqual({ status: 200, body: 'ok' });
+      await expectOuterCacheOnly(seen, ends);
+    } finally {
+      await app.close();
+    }
   });
 });
 
