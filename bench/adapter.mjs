@@ -32,11 +32,16 @@ const jsonFile = option('--json');
 const rounds = quick ? 1 : 5;
 const REQUESTS = quick ? 200 : 20_000;
 
-const req = new IncomingMessage(new Socket());
-req.method = 'GET';
-req.url = '/';
-req.httpVersionMajor = 1;
-req.httpVersionMinor = 1;
+// A request and its response, new for every request as in a server (one socket for all).
+const socket = new Socket();
+function request() {
+  const req = new IncomingMessage(socket);
+  req.method = 'GET';
+  req.url = '/';
+  req.httpVersionMajor = 1;
+  req.httpVersionMinor = 1;
+  return req;
+}
 
 const als = new AsyncLocalStorage();
 let seen = 0;
@@ -53,19 +58,21 @@ const koaMiddleware = koa();
 const httpListener = nodeHttp(() => next());
 
 const contenders = {
-  'no scope': (res) => next(res),
+  'no scope': () => next(),
   'hand-rolled als.run(new Map(), next)': () => als.run(new Map(), next),
-  'context-cache/fastify (onRequest hook)': (res) => fastifyHook({ raw: req }, { raw: res }, next),
-  'context-cache/express': (res) => expressMiddleware(req, res, next),
-  'context-cache/koa': (res) => koaMiddleware({ req, res }, next),
-  'context-cache/http': (res) => httpListener(req, res),
+  'context-cache/fastify (onRequest hook)': (req, res) =>
+    fastifyHook({ raw: req }, { raw: res }, next),
+  'context-cache/express': (req, res) => expressMiddleware(req, res, next),
+  'context-cache/koa': (req, res) => koaMiddleware({ req, res }, next),
+  'context-cache/http': (req, res) => httpListener(req, res),
 };
 
 function sample(run) {
   const start = process.cpuUsage();
   for (let i = 0; i < REQUESTS; i++) {
+    const req = request();
     const res = new ServerResponse(req);
-    run(res);
+    run(req, res);
     res.emit('close');
   }
   const used = process.cpuUsage(start);
