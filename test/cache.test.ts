@@ -298,7 +298,7 @@ describe('contextCached', () => {
 
   it('invalidate(key) drops the key so the same request reads its own write', async () => {
     const names = new Map([[1, 'old']]);
-    const getUser = contextCached('user', async (id: number) => names.get(id));
+    const getUser = contextCached('user name', async (id: number) => names.get(id));
     await withCacheContext(async () => {
       expect(await getUser(1)).toBe('old');
       names.set(1, 'new');
@@ -310,7 +310,7 @@ describe('contextCached', () => {
 
   it('prime(key, value) stores a value, replacing one already there', async () => {
     const loader = vi.fn(async (id: number) => `loaded ${id}`);
-    const getUser = contextCached('user', loader);
+    const getUser = contextCached('user primed', loader);
     await withCacheContext(async () => {
       getUser.prime(1, 'primed');
       expect(await getUser(1)).toBe('primed');

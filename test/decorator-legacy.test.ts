@@ -53,9 +53,16 @@ interface UserServiceClass {
   readonly prototype: UserService;
 }
 
+/** The prefix of the groups of the copy compiled with or without metadata. */
+function groupPrefix(emitDecoratorMetadata: boolean): string {
+  return `legacy-${emitDecoratorMetadata ? 'metadata' : 'plain'}-`;
+}
+
 /** Compile the class with tsc's legacy decorators and evaluate it with our exports. */
 function compile(emitDecoratorMetadata: boolean): { js: string; UserService: UserServiceClass } {
-  const { outputText: js } = ts.transpileModule(source, {
+  // Each compiled copy gets groups of its own (two classes sharing a group would warn).
+  const groups = source.replaceAll("'legacy-", `'${groupPrefix(emitDecoratorMetadata)}`);
+  const { outputText: js } = ts.transpileModule(groups, {
     compilerOptions: {
       target: ts.ScriptTarget.ES2022,
       module: ts.ModuleKind.ESNext,
@@ -115,14 +122,15 @@ for (const emitDecoratorMetadata of [false, true]) {
       const service = new UserService(new Map([[1, 'ada']]));
       const controls = cachedControls(service.getById);
       expect(controls).toBe(cachedControls(UserService.prototype.getById));
-      expect(controls.group).toBe('legacy-user');
-      expect(cachedControls(UserService.bySlug).group).toBe('legacy-slug');
+      const prefix = groupPrefix(emitDecoratorMetadata);
+      expect(controls.group).toBe(`${prefix}user`);
+      expect(cachedControls(UserService.bySlug).group).toBe(`${prefix}slug`);
       await withCacheContext(async () => {
         expect(await service.getById(1)).toBe('ada');
         await service.rename(1, 'ada lovelace');
         expect(await service.getById(1)).toBe('ada lovelace');
         controls.prime(7, 'primed');
-        expect(getContextData('legacy-user', 7)).toBe('primed');
+        expect(getContextData(`${prefix}user`, 7)).toBe('primed');
         expect(await service.getById(7)).toBe('primed');
         expect(await UserService.bySlug('x')).toBe(await UserService.bySlug('x'));
       });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   cached,
   cachedControls,
@@ -91,7 +91,14 @@ describe('@cached(group)', () => {
   it('shares entries by group, as contextCached does, across instances and getters', async () => {
     const first = new UserRepository(new Map([[1, 'ada']]));
     const second = new UserRepository(new Map([[1, 'grace']]));
+    // A function getter of the method's group, with a loader of its own: they share
+    // entries, and the library says so once.
+    const warned = vi.spyOn(process, 'emitWarning').mockImplementation(() => {});
     const getUser = contextCached('user', async (id: number) => ({ id, name: 'from function' }));
+    expect(warned.mock.calls.map((call) => (call as unknown[])[2])).toEqual([
+      'CONTEXT_CACHE_GROUP_REUSED',
+    ]);
+    warned.mockRestore();
     await withCacheContext(async () => {
       expect(await first.getById(1)).toEqual({ id: 1, name: 'ada' });
       expect(await second.getById(1)).toEqual({ id: 1, name: 'ada' });
@@ -123,7 +130,7 @@ describe('@cached(group)', () => {
 
   it('rejects object keys with the same TypeError as contextCached', async () => {
     const repo = new UserRepository(new Map());
-    const getUser = contextCached('user', async (id: number) => id);
+    const getUser = contextCached('user id', async (id: number) => id);
     const bad = { id: 1 } as unknown as number;
     const message =
       'getWithContextCache(): key must be a string, number, bigint, boolean, null, undefined or an ' +

@@ -295,7 +295,10 @@ describe('fail fast during an outage', () => {
         onError: (err) => errors.push(err),
         onRecover: () => recoveries++,
       });
-      const item = contextCached('item', (id: number) => `item ${id}`, { shared: cache });
+      // A group of its own per variant: each variant makes its own getter.
+      const item = contextCached(`item (${variant.name})`, (id: number) => `item ${id}`, {
+        shared: cache,
+      });
       await cache.set('warm', 'up');
       const client = inner.client as unknown as Redis;
       let refused = false;

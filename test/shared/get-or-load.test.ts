@@ -552,7 +552,7 @@ describe('contextCached with a shared tier', () => {
       namespace: 'app',
       onError() {},
     });
-    const getName = contextCached('name', () => 'ada', { shared });
+    const getName = contextCached('name (store failing)', () => 'ada', { shared });
     store.state.mode = 'fail';
     await withCacheContext(async () => {
       expect(await getName(1)).toBe('ada');
