@@ -69,7 +69,7 @@ export interface ContextBatchedFunction<K extends CacheKey, V> {
   prime(key: K, value: V): void;
 }
 
-/** What the executor below hands over: set and read right away, never kept. */
+/** What the executor below hands over: set and read right away, cleared at dispatch. */
 let nextResolve: ((value: unknown) => void) | undefined;
 let nextReject: ((error: unknown) => void) | undefined;
 
@@ -118,20 +118,23 @@ class Pending {
     return byKey.get(mapKey) ?? -1;
   }
 
-  /** Queue a key; returns its index. */
-  add(key: CacheKey, mapKey: unknown): number {
+  /**
+   * Queue a key, with the request-cache entry made for it (its `promise` is set here),
+   * or `null`; returns its promise.
+   */
+  add(key: CacheKey, mapKey: unknown, entry: BatchedEntry | null): Promise<unknown> {
     const index = this.keys.length;
     this.keys.push(key);
-    this.promises.push(new Promise<unknown>(executor));
+    const promise = new Promise<unknown>(executor);
+    this.promises.push(promise);
     this.settlers.push(
       nextResolve as (value: unknown) => void,
       nextReject as (error: unknown) => void,
     );
-    nextResolve = undefined;
-    nextReject = undefined;
-    this.entries.push(undefined);
+    if (entry !== null) entry.promise = promise;
+    this.entries.push(entry ?? undefined);
     this.byKey?.set(mapKey, index);
-    return index;
+    return promise;
   }
 }
 
@@ -258,6 +261,9 @@ export function contextBatched<K extends CacheKey, V>(
   }
 
   function dispatch(pending: Pending): void {
+    // The executor's hand-over holds the last queued key's settlers until now.
+    nextResolve = undefined;
+    nextReject = undefined;
     pendings.delete(pending.owner);
     if (last === pending) last = undefined;
     const count = pending.keys.length;
@@ -479,11 +485,12 @@ export function contextBatched<K extends CacheKey, V>(
     const pending = pendingOf(scope);
     // With a serving cache whose entries are all still there, a queued key would have
     // been found above (a join); otherwise look among the queued keys.
-    let index =
+    const index =
       entry !== null && (cache as Cache).removals === pending.removals
         ? -1
         : pending.indexOf(mapKey);
-    if (index < 0) index = pending.add(key, mapKey);
+    if (index < 0) return pending.add(key, mapKey, entry) as Promise<V>;
+    // Queued already (its entry dropped since, or no cache serving): join that load.
     const promise = pending.promises[index] as Promise<unknown>;
     if (entry !== null) {
       entry.promise = promise;
