@@ -151,11 +151,15 @@ export class OpenRequest<Req> {
   cache: EphemeralCache | undefined = undefined;
   private controller: AbortController | undefined = undefined;
   private reason: string | undefined = undefined;
-  private readonly req: Req;
+  /**
+   * The framework's request, kept only for `onEnd`: without it the cache's scope does not
+   * reach the request (on Node 24 a tight loop of requests then promoted half as much).
+   */
+  private readonly req: Req | undefined;
   private readonly settings: Settings<Req>;
 
   constructor(req: Req, settings: Settings<Req>) {
-    this.req = req;
+    this.req = settings.onEnd === undefined ? undefined : req;
     this.settings = settings;
   }
 
@@ -197,7 +201,7 @@ export class OpenRequest<Req> {
     const onEnd = this.settings.onEnd;
     if (onEnd === undefined || cache === undefined) return;
     try {
-      onEnd(cache.stats(), this.req);
+      onEnd(cache.stats(), this.req as Req);
     } catch (err) {
       warnWithDetail(
         `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
