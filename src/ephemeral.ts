@@ -153,6 +153,22 @@ class LazyLoaderContext implements LoaderContext {
   }
 }
 
+/**
+ * Besides a function, what makes a scope's signal on first use: an adapter's request
+ * passes itself, so opening a request makes no closure.
+ */
+export interface SignalSource {
+  makeSignal(): AbortSignal;
+}
+
+function isSignalSource(value: unknown): value is SignalSource {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Partial<SignalSource>).makeSignal === 'function'
+  );
+}
+
 /** What loaders get when their scope has no signal. */
 export const EMPTY_CONTEXT: LoaderContext = Object.freeze({});
 
@@ -262,7 +278,7 @@ export class Cache implements EphemeralCache, ScopeState {
   readonly cache: Cache;
   private signalValue: AbortSignal | undefined;
   /** Makes the signal on first use (see `CacheContextOptions.signal`). */
-  private signalSource: (() => AbortSignal) | undefined;
+  private signalSource: (() => AbortSignal) | SignalSource | undefined;
   private context: LoaderContext | undefined = undefined;
   private contents: Contents | undefined = undefined;
   private flags = 0;
@@ -286,10 +302,10 @@ export class Cache implements EphemeralCache, ScopeState {
   constructor(
     lifetime: number,
     maxEntries: number,
-    signal: AbortSignal | (() => AbortSignal) | undefined,
+    signal: AbortSignal | (() => AbortSignal) | SignalSource | undefined,
   ) {
     this.cache = this;
-    if (typeof signal === 'function') {
+    if (typeof signal === 'function' || isSignalSource(signal)) {
       this.signalValue = undefined;
       this.signalSource = signal;
     } else {
@@ -306,7 +322,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const source = this.signalSource;
     if (source !== undefined) {
       this.signalSource = undefined;
-      this.signalValue = source();
+      this.signalValue = typeof source === 'function' ? source() : source.makeSignal();
     }
     return this.signalValue;
   }

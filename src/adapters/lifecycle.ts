@@ -8,7 +8,7 @@
  */
 
 import { setMaxListeners } from 'node:events';
-import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES } from '../ephemeral.js';
+import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, type SignalSource } from '../ephemeral.js';
 import type { CacheStats, EphemeralCache } from '../index.js';
 import { runInScope } from '../scope.js';
 import { checkOptionNames, describe, isCount, isDuration, warnWithDetail } from '../warnings.js';
@@ -147,14 +147,11 @@ export function checkAdapterOptions<Req>(
  * its abort cost more than the rest of the adapter together. Asked for after the
  * request ended, it is already aborted.
  */
-export class OpenRequest<Req> {
+export class OpenRequest<Req> implements SignalSource {
   cache: EphemeralCache | undefined = undefined;
   private controller: AbortController | undefined = undefined;
   private reason: string | undefined = undefined;
-  /**
-   * The framework's request, kept only for `onEnd`: without it the cache's scope does not
-   * reach the request (on Node 24 a tight loop of requests then promoted half as much).
-   */
+  /** The framework's request, kept only for `onEnd`, so the cache's scope need not reach it. */
   private readonly req: Req | undefined;
   private readonly settings: Settings<Req>;
 
@@ -171,13 +168,17 @@ export class OpenRequest<Req> {
    */
   open<T>(fn: () => T): T {
     const settings = this.settings;
-    const cache = new Cache(settings.lifetime, settings.maxEntries, this.signal);
+    const cache = new Cache(settings.lifetime, settings.maxEntries, this);
     this.cache = cache;
     return runInScope(cache, fn);
   }
 
-  /** For `withCacheContext`'s `signal` option. */
-  readonly signal = (): AbortSignal => {
+  /**
+   * The request's signal, made when its cache is first asked for it. A method the cache
+   * calls on this request, not a closure made per request: on Node 24 such a closure kept
+   * every request's objects alive through young-generation collections.
+   */
+  makeSignal(): AbortSignal {
     if (this.reason !== undefined) return AbortSignal.abort(abortReason(this.reason));
     const controller = new AbortController();
     // Every load in flight in this request may listen on its signal (a fetch, a
@@ -186,7 +187,7 @@ export class OpenRequest<Req> {
     setMaxListeners(0, controller.signal);
     this.controller = controller;
     return controller.signal;
-  };
+  }
 
   /**
    * End the request (once; later calls do nothing): drop the cache, abort the signal
