@@ -14,7 +14,7 @@
  */
 
 import { detach } from '../background.js';
-import { now } from '../clock.js';
+import { now, RESOLUTION } from '../clock.js';
 import { type CacheKey, checkGroup, checkLoader, encodeKey } from '../keys.js';
 import { afterIo, utf8Length } from '../runtime.js';
 import { currentSignal, outsideScope, runInScope, Scope } from '../scope.js';
@@ -96,6 +96,13 @@ export interface SharedCacheOptions {
 export const DEFAULT_READ_TIMEOUT = 250;
 /** Default `writeTimeout` of writes, deletes and detached write-backs. */
 export const DEFAULT_WRITE_TIMEOUT = 1000;
+/**
+ * The oldest a load may be when its value is written back, in ms, unless the cache's
+ * `ttl` is longer: a delete's tombstone lives this long (plus `writeTimeout`), so a
+ * write-back older than that could land after the tombstone of a delete it missed.
+ * Five minutes, as a request cache's lifetime: a load that runs longer is not one.
+ */
+export const MAX_LOAD_AGE = 5 * 60 * 1000;
 /** Default `maxValueBytes`: 1 MiB, far above any setting or user row. */
 export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
 
@@ -351,6 +358,13 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   const readTimeout = options.readTimeout ?? DEFAULT_READ_TIMEOUT;
   const writeTimeout = options.writeTimeout ?? DEFAULT_WRITE_TIMEOUT;
   const maxValueBytes = options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES;
+  /** How old a load may be at its write-back (see `MAX_LOAD_AGE`), in ms. */
+  const maxLoadAge = Math.max(defaultTtl, MAX_LOAD_AGE);
+  /**
+   * How long a delete's tombstone lives: a write-back issued in time (by a clock at most
+   * `RESOLUTION` stale) lands before it ends.
+   */
+  const tombstoneTtl = maxLoadAge + writeTimeout + RESOLUTION;
   const lock = options.lock;
   const onError = options.onError;
   const onRecover = options.onRecover;
@@ -689,6 +703,15 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     );
   }
 
+  /**
+   * Whether a load is young enough to write back: a delete made while an older load ran
+   * may have left a tombstone that has expired by now, and nothing else would refuse
+   * the row that load read before it.
+   */
+  function fresh(flight: Flight<V>): boolean {
+    return now() - flight.version / 1000 < maxLoadAge;
+  }
+
   function writeBack(
     flight: Flight<V>,
     value: V,
@@ -711,7 +734,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
       async () => {
         try {
           // A set or delete of this key after the load started wins over the load.
-          if (!flight.superseded) {
+          if (!flight.superseded && fresh(flight)) {
             // The store writes it only over nothing or an older load's value.
             await op('set', flight.key, writeTimeout, () =>
               store.set(flight.key, encoded, ttl, flight.version),
@@ -904,7 +927,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const task = detach(
       async () => {
         // A set or delete of a key after the load started wins over the load.
-        const live = entries.filter((_, i) => !(written[i] as Flight<V>).superseded);
+        const live = entries.filter((_, i) => {
+          const flight = written[i] as Flight<V>;
+          return !flight.superseded && fresh(flight);
+        });
         if (live.length === 0) return;
         if (store.setMany !== undefined && live.length > 1) {
           await op('setMany', (live[0] as { key: string }).key, writeTimeout, () =>
@@ -1086,9 +1112,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   }
 
   /**
-   * Delete by writing a tombstone (see version.ts) for the cache's `ttl`: a miss for
-   * every reader, and, through the version rule, a refusal for the write-back of any
-   * load that started before the delete, in this instance or another. Through
+   * Delete by writing a tombstone (see version.ts): a miss for every reader, and,
+   * through the version rule, a refusal for the write-back of any load that started
+   * before the delete, in this instance or another. It lives as long as the oldest load
+   * that may still write back (`maxLoadAge`, see `fresh`) plus `writeTimeout`. Through
    * `tieredStore` it is a `set`, so other instances drop the key from their L1.
    */
   function remove(fn: string, fullKey: string): Promise<void> {
@@ -1096,7 +1123,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     supersede(fullKey);
     const version = nextVersion();
     return op('delete', fullKey, writeTimeout, () =>
-      store.set(fullKey, tombstone(version), defaultTtl, version),
+      store.set(fullKey, tombstone(version), tombstoneTtl, version),
     ).then(ignore);
   }
 

@@ -145,7 +145,8 @@ export interface Store {
    * (a direct call), the write is unconditional.
    *
    * The cache's `delete` and `invalidate` arrive here too, as a tombstone: the header
-   * alone, ending in `!` (see `versionOf`), with the cache's `ttl`. The same rule keeps
+   * alone, ending in `!` (see `versionOf`), with a ttl longer than any load that may
+   * still write back (at least five minutes). The same rule keeps
    * it over any value whose load started before the delete; reads treat it as a miss.
    */
   set(key: string, value: StoreValue, ttl: number, version?: number): Promise<unknown>;

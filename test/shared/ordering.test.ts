@@ -7,8 +7,10 @@
 
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { RESOLUTION, setClock } from '../../src/clock.js';
 import { createSharedCache, memoryStore, type SharedCache, type Store } from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
+import { DEFAULT_WRITE_TIMEOUT, MAX_LOAD_AGE } from '../../src/shared/index.js';
 import { type RedisClient, redisStore, tieredStore } from '../../src/shared/redis.js';
 import { GROUP_VIEW } from '../../src/shared/types.js';
 import { deferred, eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
@@ -337,6 +339,63 @@ describe('two loads of one key racing', () => {
     ).toEqual(['a as read', 'b now']);
     expect(reloaded).toBe(1);
     await other.close();
+  });
+
+  it('a delete leaves its tombstone for longer than any load that still writes back', async () => {
+    const cache = createSharedCache<string>({
+      store: redisStore({ url: server.url }),
+      ttl: 60_000,
+      namespace: 'order',
+    });
+    const other = createSharedCache<string>({
+      store: redisStore({ url: server.url }),
+      ttl: 60_000,
+      namespace: 'order',
+    });
+    const row = deferred<string>();
+    const pending = cache.getOrLoad('slow', () => loading(row.promise));
+    await eventually(() => loads === 1, 'the load runs');
+    await other.delete('slow');
+    await other.close();
+    // Longer than the cache's ttl (60 s): as long as a load may be and still write back.
+    const left = await admin.pttl(stored('slow'));
+    expect(left).toBeGreaterThan(MAX_LOAD_AGE);
+    expect(left).toBeLessThanOrEqual(MAX_LOAD_AGE + DEFAULT_WRITE_TIMEOUT + RESOLUTION);
+    // The load runs past that age; its tombstone has expired (dropped here by hand).
+    await admin.del(stored('slow'));
+    const late = Date.now() + MAX_LOAD_AGE;
+    setClock(() => late);
+    try {
+      row.resolve('read before the delete');
+      expect(await pending).toBe('read before the delete');
+      await cache.close(); // waits for its write-backs
+    } finally {
+      setClock(undefined);
+    }
+    // Nothing was written back: the next reader loads the row as it is now.
+    expect(await admin.exists(stored('slow'))).toBe(0);
+    expect(await seenByAnother('slow')).toBeUndefined();
+  });
+
+  it('a batch older than the tombstones writes none of its keys back', async () => {
+    const cache = createSharedCache<string>({
+      store: redisStore({ url: server.url }),
+      ttl: 60_000,
+      namespace: 'order',
+    });
+    const rows = deferred<string[]>();
+    const started = cache[GROUP_VIEW]('posts').loadMany(['x', 'y'], () => loading(rows.promise));
+    await eventually(() => loads === 1, 'the batch runs');
+    const late = Date.now() + MAX_LOAD_AGE;
+    setClock(() => late);
+    try {
+      rows.resolve(['x as read', 'y as read']);
+      expect(await Promise.all(started)).toEqual(['x as read', 'y as read']);
+      await cache.close();
+    } finally {
+      setClock(undefined);
+    }
+    expect(await admin.keys('order:*')).toEqual([]);
   });
 
   it('a set always wins over a load that started before it, in every instance', async () => {
