@@ -11,7 +11,7 @@
 
 import { checkTimeout, LoadTimeoutError } from './deadline.js';
 import { traceBatch, tracingBatches } from './diagnostics.js';
-import { type BatchedEntry, type Cache, EMPTY_CONTEXT } from './ephemeral.js';
+import { type BatchedEntry, type Cache, EMPTY_CONTEXT, looseEntry } from './ephemeral.js';
 import { claimGroup } from './groups.js';
 import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
 import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
@@ -71,12 +71,13 @@ export interface ContextBatchedFunction<K extends CacheKey, V> {
 
 /** What the executor below hands over: set and read right away, cleared at dispatch. */
 let nextResolve: ((value: unknown) => void) | undefined;
-let nextReject: ((error: unknown) => void) | undefined;
 
-/** One executor for every queued key's promise, so queuing a key makes no closure. */
-function executor(resolve: (value: unknown) => void, reject: (error: unknown) => void): void {
+/**
+ * One executor for every queued key's promise, so queuing a key makes no closure. Only
+ * `resolve` is kept: a failed key is resolved with a rejected promise, which rejects it.
+ */
+function executor(resolve: (value: unknown) => void): void {
   nextResolve = resolve;
-  nextReject = reject;
 }
 
 /**
@@ -89,11 +90,13 @@ class Pending {
   /** `scope.cache.removals` when the batch opened (see `queue`). */
   readonly removals: number;
   readonly keys: CacheKey[] = [];
-  readonly promises: Promise<unknown>[] = [];
-  /** Each key's resolve and reject functions, two per key. */
+  /** Each key's resolve function. */
   readonly settlers: ((value: unknown) => void)[] = [];
-  /** The request-cache entry of each key, when the scope's cache is serving. */
-  readonly entries: (BatchedEntry | undefined)[] = [];
+  /**
+   * Each key's entry, whose `promise` is the key's: the request cache's when it serves,
+   * else a loose one.
+   */
+  readonly entries: BatchedEntry[] = [];
   /**
    * The queued keys' indexes by map key, made when an entry lookup cannot tell whether a
    * key is queued already: without a serving cache, or after an entry was dropped.
@@ -119,20 +122,17 @@ class Pending {
   }
 
   /**
-   * Queue a key, with the request-cache entry made for it (its `promise` is set here),
-   * or `null`; returns its promise.
+   * Queue a key with the request-cache entry made for it, or `null` (then a loose entry
+   * holds its promise); sets the entry's `promise` and returns it.
    */
   add(key: CacheKey, mapKey: unknown, entry: BatchedEntry | null): Promise<unknown> {
     const index = this.keys.length;
     this.keys.push(key);
     const promise = new Promise<unknown>(executor);
-    this.promises.push(promise);
-    this.settlers.push(
-      nextResolve as (value: unknown) => void,
-      nextReject as (error: unknown) => void,
-    );
-    if (entry !== null) entry.promise = promise;
-    this.entries.push(entry ?? undefined);
+    this.settlers.push(nextResolve as (value: unknown) => void);
+    const held = entry ?? looseEntry();
+    held.promise = promise;
+    this.entries.push(held);
     this.byKey?.set(mapKey, index);
     return promise;
   }
@@ -261,9 +261,8 @@ export function contextBatched<K extends CacheKey, V>(
   }
 
   function dispatch(pending: Pending): void {
-    // The executor's hand-over holds the last queued key's settlers until now.
+    // The executor's hand-over holds the last queued key's resolve function until now.
     nextResolve = undefined;
-    nextReject = undefined;
     pendings.delete(pending.owner);
     if (last === pending) last = undefined;
     const count = pending.keys.length;
@@ -442,24 +441,27 @@ export function contextBatched<K extends CacheKey, V>(
       fail(pending, i, value);
       return;
     }
-    const entry = pending.entries[i];
-    if (entry !== undefined) {
-      (pending.scope as ScopeState).cache?.settleBatched(
-        entry,
-        pending.promises[i] as Promise<unknown>,
-        value,
-      );
-    }
-    (pending.settlers[2 * i] as (value: unknown) => void)(value);
+    // An entry that left the cache (or a loose one) is settled for nobody.
+    const entry = pending.entries[i] as BatchedEntry;
+    entry.settled = true;
+    entry.value = value;
+    (pending.settlers[i] as (value: unknown) => void)(value);
   }
 
   function fail(pending: Pending, i: number, error: unknown): void {
-    const promise = pending.promises[i] as Promise<unknown>;
-    pending.scope?.cache?.failBatched(pending.entries[i], promise);
+    const entry = pending.entries[i] as BatchedEntry;
+    const promise = entry.promise as Promise<unknown>;
+    const cache = pending.scope?.cache;
+    if (cache !== undefined) {
+      const key = pending.keys[i];
+      cache.failBatched(group, mapKeyOf(FN, key), typeof key === 'object' && key !== null, entry);
+    }
     // As for every lookup, a failed key that nobody awaits is not an unhandled rejection
     // (a caller that awaits it still gets the error). Only a failure pays for the handler.
     promise.then(undefined, ignore);
-    (pending.settlers[2 * i + 1] as (error: unknown) => void)(error);
+    const rejected = Promise.reject(error);
+    rejected.then(undefined, ignore);
+    (pending.settlers[i] as (value: unknown) => void)(rejected);
   }
 
   function failAll(pending: Pending, from: number, to: number, error: unknown): void {
@@ -491,7 +493,7 @@ export function contextBatched<K extends CacheKey, V>(
         : pending.indexOf(mapKey);
     if (index < 0) return pending.add(key, mapKey, entry) as Promise<V>;
     // Queued already (its entry dropped since, or no cache serving): join that load.
-    const promise = pending.promises[index] as Promise<unknown>;
+    const promise = (pending.entries[index] as BatchedEntry).promise as Promise<unknown>;
     if (entry !== null) {
       entry.promise = promise;
       pending.entries[index] = entry;

@@ -81,37 +81,47 @@ type SyncLoader = (key: never) => unknown;
 
 /**
  * A request-cache entry, as `contextBatched` holds it: `promise` is set on a hit or a
- * join, and set by the getter itself right after a miss made the entry.
+ * join, and set by the getter itself right after a miss made the entry. Settling an
+ * entry that has left its cache (dropped, evicted, or replaced by a set while its load
+ * ran) changes nothing anyone can read.
  */
 export interface BatchedEntry {
+  settled: boolean;
+  value: unknown;
   promise: Promise<unknown> | undefined;
 }
 
-/** One cached value or load in flight, linked in insertion order for eviction. */
+/**
+ * One cached value or load in flight. An entry does not know its map or key: whoever
+ * drops it has them at hand. Its `seq` orders insertions for eviction: within a group's
+ * map, Map order is insertion order, so the oldest entry of the cache is the first of
+ * one of its maps.
+ */
 class Entry implements BatchedEntry {
   /** Whether `value` holds the result (a pending load has only `promise`). */
   settled: boolean;
   value: unknown;
   /** The promise handed to async callers; made lazily for values set synchronously. */
   promise: Promise<unknown> | undefined;
-  readonly map: Map<unknown, Entry>;
-  readonly key: unknown;
-  prev: Entry | undefined = undefined;
-  next: Entry | undefined = undefined;
+  /** When it was inserted, in the cache's insertion count. */
+  readonly seq: number;
 
   constructor(
-    map: Map<unknown, Entry>,
-    key: unknown,
     settled: boolean,
     value: unknown,
     promise: Promise<unknown> | undefined,
+    seq: number,
   ) {
-    this.map = map;
-    this.key = key;
     this.settled = settled;
     this.value = value;
     this.promise = promise;
+    this.seq = seq;
   }
+}
+
+/** An entry that belongs to no cache, for a batched key queued where none serves. */
+export function looseEntry(): BatchedEntry {
+  return new Entry(false, undefined, undefined, 0);
 }
 
 function ignore(): void {}
@@ -194,8 +204,8 @@ class Contents implements CacheStats {
   lastMap: Map<unknown, Entry> | undefined = undefined;
   primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
-  head: Entry | undefined = undefined;
-  tail: Entry | undefined = undefined;
+  /** Entries inserted so far: the next entry's `seq`. */
+  inserted = 0;
   size = 0;
   hits = 0;
   joins = 0;
@@ -262,9 +272,30 @@ class Contents implements CacheStats {
     this.lastMap = undefined;
     this.primitives = undefined;
     this.composites = undefined;
-    this.head = undefined;
-    this.tail = undefined;
     this.size = 0;
+  }
+
+  /**
+   * The map holding the oldest entry, and that entry's key (the smallest `seq` among
+   * the first entries of every map); `undefined` when there is no entry. Only eviction
+   * calls it, once per entry evicted; it looks at one entry per group.
+   */
+  oldest(): [Map<unknown, Entry>, unknown] | undefined {
+    let found: [Map<unknown, Entry>, unknown] | undefined;
+    let seq = Infinity;
+    const look = (map: Map<unknown, Entry>) => {
+      for (const [key, entry] of map) {
+        if (entry.seq < seq) {
+          seq = entry.seq;
+          found = [map, key];
+        }
+        break;
+      }
+    };
+    if (this.primitives !== undefined) for (const map of this.primitives.values()) look(map);
+    else if (this.lastMap !== undefined) look(this.lastMap);
+    if (this.composites !== undefined) for (const map of this.composites.values()) look(map);
+    return found;
   }
 }
 
@@ -578,14 +609,13 @@ export class Cache implements EphemeralCache, ScopeState {
       // A loader that ended the request cache (however odd) stores nothing.
       if (this.ended) return promise;
       const map = this.groupMap(group, typeof key === 'object' && key !== null);
-      this.insert(map, mapKey, new Entry(map, mapKey, true, result, promise));
+      this.insert(map, mapKey, true, result, promise);
       return promise;
     }
     const promise = Promise.resolve(result);
     if (this.ended) return promise;
     const map = this.groupMap(group, typeof key === 'object' && key !== null);
-    const entry = new Entry(map, mapKey, false, undefined, promise);
-    this.insert(map, mapKey, entry);
+    const entry = this.insert(map, mapKey, false, undefined, promise);
     promise.then(
       (value) => {
         // Skipped when a synchronous set replaced this load's result in the meantime.
@@ -596,7 +626,7 @@ export class Cache implements EphemeralCache, ScopeState {
       },
       () => {
         if (!this.ended) counts.errors++;
-        if (entry.promise === promise) this.remove(entry);
+        if (entry.promise === promise) this.remove(map, mapKey, entry);
       },
     );
     return promise;
@@ -642,26 +672,18 @@ export class Cache implements EphemeralCache, ScopeState {
     }
     contents.misses++;
     contents.loads++;
-    const entry = new Entry(map, mapKey, false, undefined, undefined);
-    this.link(map, mapKey, entry);
-    return entry;
+    return this.link(map, mapKey, false, undefined, undefined);
   }
 
-  /** A batched key's value arrived: keep it, unless a set or remove replaced its load. */
-  settleBatched(entry: BatchedEntry, promise: Promise<unknown>, value: unknown): void {
-    const e = entry as Entry;
-    if (e.promise === promise) {
-      e.settled = true;
-      e.value = value;
-    }
-  }
-
-  /** A batched key failed: count it, and drop its entry so the next call loads again. */
-  failBatched(entry: BatchedEntry | undefined, promise: Promise<unknown> | undefined): void {
+  /**
+   * A batched key failed: count it, and drop its entry (if still there) so the next call
+   * loads again.
+   */
+  failBatched(group: string, mapKey: unknown, composite: boolean, entry: BatchedEntry): void {
     if (this.ended) return;
     this.hold().errors++;
-    const e = entry as Entry | undefined;
-    if (e !== undefined && e.promise === promise) this.remove(e);
+    const map = this.mapOf(group, composite);
+    if (map !== undefined) this.remove(map, mapKey, entry as Entry);
   }
 
   /** Count one call of a batch function. */
@@ -717,10 +739,11 @@ export class Cache implements EphemeralCache, ScopeState {
     if (this.ended) return value;
     // The loader may itself have set or removed this key: only a still-present entry
     // is replaced in place.
-    if (entry !== undefined && map?.get(mapKey) === entry) this.replace(entry, value);
-    else {
+    if (entry !== undefined && map !== undefined && map.get(mapKey) === entry) {
+      this.replace(map, mapKey, entry, value);
+    } else {
       const target = this.groupMap(group, typeof key === 'object' && key !== null);
-      this.insert(target, mapKey, new Entry(target, mapKey, true, value, undefined));
+      this.insert(target, mapKey, true, value, undefined);
     }
     return value;
   }
@@ -771,11 +794,11 @@ export class Cache implements EphemeralCache, ScopeState {
     if (!this.serving(fn, cut)) return;
     const entry = found?.get(mapKey);
     if (entry !== undefined) {
-      this.replace(entry, value);
+      this.replace(found as Map<unknown, Entry>, mapKey, entry, value);
       return;
     }
     const map = this.groupMap(group, typeof key === 'object' && key !== null);
-    this.insert(map, mapKey, new Entry(map, mapKey, true, value, undefined));
+    this.insert(map, mapKey, true, value, undefined);
   }
 
   /** `removeContextData`: drop an entry (a load in flight still settles for its waiters). */
@@ -788,7 +811,7 @@ export class Cache implements EphemeralCache, ScopeState {
       return;
     }
     const entry = map?.get(mapKey);
-    if (entry !== undefined) this.remove(entry);
+    if (entry !== undefined) this.remove(map as Map<unknown, Entry>, mapKey, entry);
     // Inside a transaction: what it wrote is stale in the caches around it too.
     const outer = this.outer;
     if (outer !== undefined && !outer.ended) outer.removeData(fn, group, key, cut);
@@ -800,52 +823,67 @@ export class Cache implements EphemeralCache, ScopeState {
     return composite ? contents.compositeMap(group) : contents.primitiveMap(group);
   }
 
-  private replace(entry: Entry, value: unknown): void {
-    entry.settled = true;
-    entry.value = value;
-    entry.promise = undefined;
-  }
-
-  /** Link `entry` in, after `groupMap()` made `map` (so `contents` exists). */
-  private insert(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
-    // A loader that stored its own key while running (re-entrant) left an entry here:
-    // drop it, so every entry in a map is linked exactly once and eviction always ends.
-    const previous = map.get(mapKey);
-    if (previous !== undefined) this.remove(previous);
-    this.link(map, mapKey, entry);
-  }
-
-  /** Link `entry` in under `mapKey`, which `map` does not hold. */
-  private link(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
-    const contents = this.contents as Contents;
-    map.set(mapKey, entry);
-    const tail = contents.tail;
-    if (tail === undefined) contents.head = entry;
-    else {
-      tail.next = entry;
-      entry.prev = tail;
+  /**
+   * Store `value` in place of `entry`, keeping its place in the eviction order. A load
+   * in flight keeps its entry (its callers and its batch still hold it): a new settled
+   * entry takes its place in the map, so the load settles an entry nobody finds.
+   */
+  private replace(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry, value: unknown): void {
+    if (entry.settled) {
+      entry.value = value;
+      entry.promise = undefined;
+      return;
     }
-    contents.tail = entry;
-    contents.size++;
-    while (contents.size > this.maxEntries && contents.head !== undefined) {
-      this.remove(contents.head);
+    map.set(mapKey, new Entry(true, value, undefined, entry.seq));
+  }
+
+  /** Insert a new entry, after `groupMap()` made `map` (so `contents` exists). */
+  private insert(
+    map: Map<unknown, Entry>,
+    mapKey: unknown,
+    settled: boolean,
+    value: unknown,
+    promise: Promise<unknown> | undefined,
+  ): Entry {
+    // A loader that stored its own key while running (re-entrant) left an entry here:
+    // drop it, so the new entry is the newest and the count stays right.
+    const previous = map.get(mapKey);
+    if (previous !== undefined) this.remove(map, mapKey, previous);
+    return this.link(map, mapKey, settled, value, promise);
+  }
+
+  /** Insert a new entry under `mapKey`, which `map` does not hold; evict past the bound. */
+  private link(
+    map: Map<unknown, Entry>,
+    mapKey: unknown,
+    settled: boolean,
+    value: unknown,
+    promise: Promise<unknown> | undefined,
+  ): Entry {
+    const contents = this.contents as Contents;
+    const entry = new Entry(settled, value, promise, contents.inserted++);
+    map.set(mapKey, entry);
+    if (++contents.size > this.maxEntries) this.evict(contents);
+    return entry;
+  }
+
+  /** Drop the oldest entries until the cache holds `maxEntries`. */
+  private evict(contents: Contents): void {
+    while (contents.size > this.maxEntries && !this.ended) {
+      const oldest = contents.oldest();
+      if (oldest === undefined) return;
+      const [map, mapKey] = oldest;
+      this.remove(map, mapKey, map.get(mapKey) as Entry);
       contents.evictions++;
     }
   }
 
-  private remove(entry: Entry): void {
-    // An entry replaced or dropped earlier (or dropped by end()) is no longer linked.
+  /** Drop `entry` if `map` still holds it under `mapKey` (a replaced entry is not there). */
+  private remove(map: Map<unknown, Entry>, mapKey: unknown, entry: Entry): void {
     const contents = this.contents;
-    if (contents === undefined || this.ended || entry.map.get(entry.key) !== entry) return;
-    entry.map.delete(entry.key);
+    if (contents === undefined || this.ended || map.get(mapKey) !== entry) return;
+    map.delete(mapKey);
     this.removals++;
-    const { prev, next } = entry;
-    if (prev === undefined) contents.head = next;
-    else prev.next = next;
-    if (next === undefined) contents.tail = prev;
-    else next.prev = prev;
-    entry.prev = undefined;
-    entry.next = undefined;
     contents.size--;
   }
 }

@@ -376,6 +376,35 @@ describe('maxEntries', () => {
   });
 });
 
+describe('a set while a load of the key runs', () => {
+  it('wins over the load, and keeps the key in its place in the eviction order', async () => {
+    await withCacheContext(
+      async () => {
+        let finish!: (value: string) => void;
+        const loading = getWithContextCache(
+          'a',
+          1,
+          () =>
+            new Promise<string>((resolve) => {
+              finish = resolve;
+            }),
+        );
+        setContextData('b', 1, 'b1');
+        setContextData('a', 1, 'set'); // replaces the load in flight, oldest still
+        finish('loaded');
+        expect(await loading).toBe('loaded'); // its callers get what it loaded
+        expect(getContextData('a', 1)).toBe('set');
+        expect(await getWithContextCache('a', 1, async () => 'again')).toBe('set');
+        setContextData('c', 1, 'c1');
+        expect(hasContextData('a', 1)).toBe(false);
+        expect(getContextData('b', 1)).toBe('b1');
+        expect(getContextCache()?.stats().evictions).toBe(1);
+      },
+      { maxEntries: 2 },
+    );
+  });
+});
+
 describe('loaders that touch their own key', () => {
   it('a loader that stores its own key while running leaves one entry, and eviction still ends', async () => {
     await withCacheContext(
