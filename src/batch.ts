@@ -470,7 +470,8 @@ export function contextBatched<K extends CacheKey, V>(
 
   const batched = (key: K): Promise<V> => {
     const scope = currentScope();
-    const mapKey = mapKeyOf(FN, key);
+    const kind = typeof key;
+    const mapKey = kind === 'number' || kind === 'string' ? key : mapKeyOf(FN, key);
     const cache = scope?.cache;
     let entry: BatchedEntry | null = null;
     if (cache !== undefined) {

@@ -650,6 +650,35 @@ export class Cache implements EphemeralCache, ScopeState {
     composite: boolean,
     cut: StackCut,
   ): BatchedEntry | null {
+    // The common case first, as in `fetch`: a primitive key of the group looked up last,
+    // in a cache that serves.
+    const contents = this.contents;
+    if (
+      contents !== undefined &&
+      !composite &&
+      group === contents.lastGroup &&
+      (this.flags & IS_CLOSED) === 0 &&
+      now() < this.deadline
+    ) {
+      const map = contents.lastMap as Map<unknown, Entry>;
+      const found = map.get(mapKey);
+      if (found === undefined) {
+        contents.misses++;
+        contents.loads++;
+        return this.link(map, mapKey, false, undefined, undefined);
+      }
+    }
+    return this.lookupBatchedAny(fn, group, mapKey, composite, cut);
+  }
+
+  /** Every batched lookup the fast path of `lookupBatched` does not answer. */
+  private lookupBatchedAny(
+    fn: string,
+    group: string,
+    mapKey: unknown,
+    composite: boolean,
+    cut: StackCut,
+  ): BatchedEntry | null {
     if (!this.serving(fn, cut)) {
       if (!this.ended) {
         const counts = this.hold();
