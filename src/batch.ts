@@ -242,20 +242,27 @@ export function contextBatched<K extends CacheKey, V>(
   );
   claimGroup(FN, group, batch, contextBatched);
 
-  const pendings = new Map<object, Pending>();
-  /** The pending batch used last: most lookups of a turn come from one scope. */
+  /**
+   * The pending batch used last: most lookups of a turn come from one scope, and most
+   * turns have one pending batch per getter, which then never enters `others`.
+   */
   let last: Pending | undefined;
+  /** The other scopes' pending batches, while scopes interleave within a turn. */
+  let others: Map<object, Pending> | undefined;
 
   function pendingOf(scope: ScopeState | undefined): Pending {
     const owner: object = scope ?? OUTSIDE;
-    if (last !== undefined && last.owner === owner) return last;
-    let pending = pendings.get(owner);
-    if (pending === undefined) {
+    const current = last;
+    if (current !== undefined && current.owner === owner) return current;
+    let pending = others?.get(owner);
+    if (pending !== undefined) {
+      (others as Map<object, Pending>).delete(owner);
+    } else {
       const made = new Pending(owner, scope);
-      pendings.set(owner, made);
       afterPromiseJobs(() => dispatch(made));
       pending = made;
     }
+    if (current !== undefined) (others ??= new Map()).set(current.owner, current);
     last = pending;
     return pending;
   }
@@ -263,8 +270,8 @@ export function contextBatched<K extends CacheKey, V>(
   function dispatch(pending: Pending): void {
     // The executor's hand-over holds the last queued key's resolve function until now.
     nextResolve = undefined;
-    pendings.delete(pending.owner);
     if (last === pending) last = undefined;
+    else others?.delete(pending.owner);
     const count = pending.keys.length;
     if (count <= maxBatchSize) {
       call(pending, 0, count);

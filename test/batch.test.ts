@@ -497,6 +497,36 @@ describe('a batch never mixes scopes', () => {
     }
   });
 
+  it('keeps one batch per scope when three requests take turns asking in one turn', async () => {
+    const user = new AsyncLocalStorage<string>();
+    const calls: { user: string | undefined; keys: number[] }[] = [];
+    const getter = contextBatched(fresh('turns'), async (keys: readonly number[]) => {
+      calls.push({ user: user.getStore(), keys: [...keys] });
+      return keys.map((key) => `${user.getStore()}:${key}`);
+    });
+    const request = (name: string, base: number) =>
+      user.run(name, () =>
+        withCacheContext(async () => {
+          const got: Promise<string>[] = [];
+          for (let i = 0; i < 3; i++) {
+            got.push(getter(base + i));
+            await null; // the next request asks before this one asks again
+          }
+          return Promise.all(got);
+        }),
+      );
+    expect(await Promise.all([request('a', 10), request('b', 20), request('c', 30)])).toEqual([
+      ['a:10', 'a:11', 'a:12'],
+      ['b:20', 'b:21', 'b:22'],
+      ['c:30', 'c:31', 'c:32'],
+    ]);
+    expect(calls).toEqual([
+      { user: 'a', keys: [10, 11, 12] },
+      { user: 'b', keys: [20, 21, 22] },
+      { user: 'c', keys: [30, 31, 32] },
+    ]);
+  });
+
   it('batches calls of one turn outside any scope and caches nothing', async () => {
     const { calls, getter } = recorder<number>();
     expect(await Promise.all([getter(1), getter(2), getter(1)])).toEqual(['v1', 'v2', 'v1']);
