@@ -667,8 +667,20 @@ export class Cache implements EphemeralCache, ScopeState {
         contents.loads++;
         return this.link(map, mapKey, false, undefined, undefined);
       }
+      return this.foundBatched(contents, found);
     }
     return this.lookupBatchedAny(fn, group, mapKey, composite, cut);
+  }
+
+  /** A batched lookup's hit or join: count it; the entry's `promise` is set. */
+  private foundBatched(contents: Contents, found: Entry): Entry {
+    if (found.settled) {
+      contents.hits++;
+      if (found.promise === undefined) found.promise = Promise.resolve(found.value);
+    } else {
+      contents.joins++;
+    }
+    return found;
   }
 
   /** Every batched lookup the fast path of `lookupBatched` does not answer. */
@@ -690,15 +702,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.hold();
     const map = composite ? contents.compositeMap(group) : contents.primitiveMap(group);
     const found = map.get(mapKey);
-    if (found !== undefined) {
-      if (found.settled) {
-        contents.hits++;
-        if (found.promise === undefined) found.promise = Promise.resolve(found.value);
-      } else {
-        contents.joins++;
-      }
-      return found;
-    }
+    if (found !== undefined) return this.foundBatched(contents, found);
     contents.misses++;
     contents.loads++;
     return this.link(map, mapKey, false, undefined, undefined);
