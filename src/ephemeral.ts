@@ -273,29 +273,32 @@ class Contents implements CacheStats {
     this.primitives = undefined;
     this.composites = undefined;
     this.size = 0;
+    this.order = undefined;
   }
 
   /**
-   * The map holding the oldest entry, and that entry's key (the smallest `seq` among
-   * the first entries of every map); `undefined` when there is no entry. Only eviction
-   * calls it, once per entry evicted; it looks at one entry per group.
+   * Every entry as `(map, key, seq)` triples in insertion order, from `orderHead` on,
+   * made when the cache first goes past its bound and kept from then on: a cache that
+   * never reaches `maxEntries` pays nothing for its eviction order. A triple whose map
+   * no longer holds an entry of that `seq` under that key is stale and skipped.
    */
-  oldest(): [Map<unknown, Entry>, unknown] | undefined {
-    let found: [Map<unknown, Entry>, unknown] | undefined;
-    let seq = Infinity;
-    const look = (map: Map<unknown, Entry>) => {
-      for (const [key, entry] of map) {
-        if (entry.seq < seq) {
-          seq = entry.seq;
-          found = [map, key];
-        }
-        break;
-      }
+  order: unknown[] | undefined = undefined;
+  orderHead = 0;
+
+  /** Build `order` from the maps: every entry, sorted by `seq`. */
+  buildOrder(): unknown[] {
+    const all: [Map<unknown, Entry>, unknown, number][] = [];
+    const collect = (map: Map<unknown, Entry>) => {
+      for (const [key, entry] of map) all.push([map, key, entry.seq]);
     };
-    if (this.primitives !== undefined) for (const map of this.primitives.values()) look(map);
-    else if (this.lastMap !== undefined) look(this.lastMap);
-    if (this.composites !== undefined) for (const map of this.composites.values()) look(map);
-    return found;
+    if (this.primitives !== undefined) for (const map of this.primitives.values()) collect(map);
+    else if (this.lastMap !== undefined) collect(this.lastMap);
+    if (this.composites !== undefined) for (const map of this.composites.values()) collect(map);
+    all.sort((a, b) => a[2] - b[2]);
+    const order = all.flat();
+    this.order = order;
+    this.orderHead = 0;
+    return order;
   }
 }
 
@@ -894,20 +897,41 @@ export class Cache implements EphemeralCache, ScopeState {
     promise: Promise<unknown> | undefined,
   ): Entry {
     const contents = this.contents as Contents;
-    const entry = new Entry(settled, value, promise, contents.inserted++);
+    const seq = contents.inserted++;
+    const entry = new Entry(settled, value, promise, seq);
     map.set(mapKey, entry);
+    const order = contents.order;
+    if (order !== undefined) {
+      // Stale triples pile up as entries are dropped: past twice the live ones (and a
+      // margin), start over from the maps at the next eviction.
+      if (order.length - contents.orderHead > 6 * contents.size + 3072) contents.order = undefined;
+      else order.push(map, mapKey, seq);
+    }
     if (++contents.size > this.maxEntries) this.evict(contents);
     return entry;
   }
 
   /** Drop the oldest entries until the cache holds `maxEntries`. */
   private evict(contents: Contents): void {
-    while (contents.size > this.maxEntries && !this.ended) {
-      const oldest = contents.oldest();
-      if (oldest === undefined) return;
-      const [map, mapKey] = oldest;
-      this.remove(map, mapKey, map.get(mapKey) as Entry);
-      contents.evictions++;
+    const order = contents.order ?? contents.buildOrder();
+    let head = contents.orderHead;
+    while (contents.size > this.maxEntries && !this.ended && head < order.length) {
+      const map = order[head] as Map<unknown, Entry>;
+      const mapKey = order[head + 1];
+      const seq = order[head + 2] as number;
+      head += 3;
+      const entry = map.get(mapKey);
+      if (entry !== undefined && entry.seq === seq) {
+        this.remove(map, mapKey, entry);
+        contents.evictions++;
+      }
+    }
+    // Drop what was read once it is most of the array.
+    if (head > 3072 && head * 2 > order.length) {
+      contents.order = order.slice(head);
+      contents.orderHead = 0;
+    } else {
+      contents.orderHead = head;
     }
   }
 

@@ -376,33 +376,105 @@ describe('maxEntries', () => {
   });
 });
 
-describe('a set while a load of the key runs', () => {
-  it('wins over the load, and keeps the key in its place in the eviction order', async () => {
-    await withCacheContext(
-      async () => {
-        let finish!: (value: string) => void;
-        const loading = getWithContextCache(
-          'a',
-          1,
-          () =>
-            new Promise<string>((resolve) => {
-              finish = resolve;
-            }),
-        );
-        setContextData('b', 1, 'b1');
-        setContextData('a', 1, 'set'); // replaces the load in flight, oldest still
-        finish('loaded');
-        expect(await loading).toBe('loaded'); // its callers get what it loaded
-        expect(getContextData('a', 1)).toBe('set');
-        expect(await getWithContextCache('a', 1, async () => 'again')).toBe('set');
-        setContextData('c', 1, 'c1');
-        expect(hasContextData('a', 1)).toBe(false);
-        expect(getContextData('b', 1)).toBe('b1');
-        expect(getContextCache()?.stats().evictions).toBe(1);
+describe('eviction order under many operations', () => {
+  it('always keeps the newest maxEntries keys, as a list in insertion order would', () => {
+    // A small seeded generator, so a failure replays.
+    let seed = 42;
+    const random = (n: number) => {
+      // mulberry32
+      seed = (seed + 0x6d2b79f5) | 0;
+      let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+      t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+      return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+    };
+    const groups = ['a', 'b', 'c'];
+    const universe: [string, number | number[]][] = [];
+    for (const group of groups) {
+      for (let k = 0; k < 40; k++) universe.push([group, group === 'c' ? [k, 'x'] : k]);
+    }
+    const id = ([group, key]: [string, unknown]) => `${group}:${JSON.stringify(key)}`;
+    const max = 25;
+    withCacheContext(
+      () => {
+        const model: string[] = []; // keys in insertion order, oldest first
+        let evictions = 0;
+        for (let step = 0; step < 6000; step++) {
+          if (step === 3000) {
+            // Churn: keys set and removed at once leave nothing, but many stale places
+            // in the eviction order, which is then rebuilt.
+            for (let i = 0; i < 2000; i++) {
+              setContextData('churn', i, i);
+              removeContextData('churn', i);
+            }
+          }
+          const item = universe[random(universe.length)] as [string, number | number[]];
+          const [group, key] = item;
+          const name = id(item);
+          const at = model.indexOf(name);
+          const op = random(10);
+          if (op < 2) {
+            removeContextData(group, key);
+            if (at >= 0) model.splice(at, 1);
+          } else if (op < 6) {
+            setContextData(group, key, step); // a present key keeps its place
+            if (at < 0) model.push(name);
+          } else {
+            getWithContextCacheSync(group, key, () => step);
+            if (at < 0) model.push(name);
+          }
+          while (model.length > max) {
+            model.shift();
+            evictions++;
+          }
+          if (step % 50 === 0 || step > 5900) {
+            const held = universe.filter(([g, k]) => hasContextData(g, k)).map(id);
+            expect(held.sort()).toEqual([...model].sort());
+          }
+        }
+        expect(getContextCache()?.size).toBe(model.length);
+        expect(getContextCache()?.stats().evictions).toBe(evictions);
       },
-      { maxEntries: 2 },
+      { maxEntries: max },
     );
   });
+});
+
+describe('a set while a load of the key runs', () => {
+  it.each([
+    { when: 'before the cache first reached its bound', before: 0 },
+    { when: 'after the cache went past its bound', before: 3 },
+  ])(
+    'wins over the load, and keeps the key in its place in the eviction order, $when',
+    async ({ before }) => {
+      await withCacheContext(
+        async () => {
+          for (let i = 0; i < before; i++) setContextData('x', i, i);
+          for (let i = 0; i < before; i++) removeContextData('x', i);
+          const evicted = getContextCache()?.stats().evictions ?? 0;
+          let finish!: (value: string) => void;
+          const loading = getWithContextCache(
+            'a',
+            1,
+            () =>
+              new Promise<string>((resolve) => {
+                finish = resolve;
+              }),
+          );
+          setContextData('b', 1, 'b1');
+          setContextData('a', 1, 'set'); // replaces the load in flight, oldest still
+          finish('loaded');
+          expect(await loading).toBe('loaded'); // its callers get what it loaded
+          expect(getContextData('a', 1)).toBe('set');
+          expect(await getWithContextCache('a', 1, async () => 'again')).toBe('set');
+          setContextData('c', 1, 'c1');
+          expect(hasContextData('a', 1)).toBe(false);
+          expect(getContextData('b', 1)).toBe('b1');
+          expect(getContextCache()?.stats().evictions).toBe(evicted + 1);
+        },
+        { maxEntries: 2 },
+      );
+    },
+  );
 });
 
 describe('loaders that touch their own key', () => {
