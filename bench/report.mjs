@@ -110,6 +110,17 @@ export function targets(results) {
         undefined,
         ping.range,
       ]);
+    // No goal: an onRequest hook that does nothing, the floor of any plugin with a hook.
+    const hook = paired(node, 'empty-hook', 'none', 'rounds');
+    if (hook !== undefined)
+      rows.push([
+        `Fastify /ping, an empty onRequest hook ÷ none (reference: what any hook costs), ${node}`,
+        '(none)',
+        hook.median,
+        hook.median >= 0.97,
+        undefined,
+        hook.range,
+      ]);
     const hand = paired(node, 'hand-rolled', 'none', 'rounds');
     if (ping !== undefined && hand !== undefined)
       rows.push([

@@ -168,7 +168,8 @@ function httpConfigs() {
   const list = [];
   const pingNodes = quick ? nodes.slice(0, 1) : nodes;
   for (const node of pingNodes) {
-    for (const contender of ['none', 'context-cache', 'hand-rolled', 'request-context']) {
+    const fastifyPing = ['none', 'empty-hook', 'context-cache', 'hand-rolled', 'request-context'];
+    for (const contender of fastifyPing) {
       list.push({ node, framework: 'fastify', route: 'ping', contender });
     }
     for (const contender of ['none', 'context-cache', 'hand-rolled']) {

@@ -1,7 +1,7 @@
 // One benchmark server, in a process of its own (the load generator runs in another).
 // Configured by one JSON argument:
 //   { framework: 'fastify' | 'express', contender: 'none' | 'context-cache' | 'hand-rolled'
-//     | 'request-context' | 'dataloader', calls?: number, store?: 'latency' | 'pglite',
+//     | 'request-context' | 'dataloader' | 'empty-hook' (Fastify only), calls?: number, store?: 'latency' | 'pglite',
 //     maxEntries?: number }
 // Routes: GET /ping, GET /page (a page of `calls` getter calls), GET /__stats (queries
 // run so far), GET /__heap (heap used after a forced GC; needs --expose-gc), GET /__cpu
@@ -76,6 +76,9 @@ if (framework === 'fastify') {
   } else if (contender === 'request-context') {
     const { fastifyRequestContext } = await import('@fastify/request-context');
     await app.register(fastifyRequestContext);
+  } else if (contender === 'empty-hook') {
+    // An onRequest hook that does nothing: what any plugin with a hook costs in Fastify.
+    app.addHook('onRequest', (_request, _reply, done) => done());
   } else if (contender === 'hand-rolled' || contender === 'dataloader') {
     // als.run(new Map(), done), as @fastify/request-context opens its scope.
     const scoped = contender === 'hand-rolled' ? handRolled : dataloader;
