@@ -285,17 +285,32 @@ class Contents implements CacheStats {
   order: unknown[] | undefined = undefined;
   orderHead = 0;
 
-  /** Build `order` from the maps: every entry, sorted by `seq`. */
+  /**
+   * Build `order` from the maps. Each map is in insertion order already, so merging
+   * them by `seq` (a pass over every entry per group map) orders the whole cache.
+   */
   buildOrder(): unknown[] {
-    const all: [Map<unknown, Entry>, unknown, number][] = [];
-    const collect = (map: Map<unknown, Entry>) => {
-      for (const [key, entry] of map) all.push([map, key, entry.seq]);
-    };
-    if (this.primitives !== undefined) for (const map of this.primitives.values()) collect(map);
-    else if (this.lastMap !== undefined) collect(this.lastMap);
-    if (this.composites !== undefined) for (const map of this.composites.values()) collect(map);
-    all.sort((a, b) => a[2] - b[2]);
-    const order = all.flat();
+    const maps: Map<unknown, Entry>[] = [];
+    if (this.primitives !== undefined) maps.push(...this.primitives.values());
+    else if (this.lastMap !== undefined) maps.push(this.lastMap);
+    if (this.composites !== undefined) maps.push(...this.composites.values());
+    const cursors = maps.map((map) => map.entries());
+    const heads = cursors.map((cursor) => cursor.next());
+    const order: unknown[] = [];
+    for (;;) {
+      let best = -1;
+      let seq = Infinity;
+      for (let j = 0; j < heads.length; j++) {
+        const head = heads[j] as IteratorResult<[unknown, Entry]>;
+        if (!head.done && head.value[1].seq < seq) {
+          seq = head.value[1].seq;
+          best = j;
+        }
+      }
+      if (best < 0) break;
+      order.push(maps[best], (heads[best] as IteratorYieldResult<[unknown, Entry]>).value[0], seq);
+      heads[best] = (cursors[best] as MapIterator<[unknown, Entry]>).next();
+    }
     this.order = order;
     this.orderHead = 0;
     return order;
