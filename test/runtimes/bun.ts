@@ -31,7 +31,8 @@ const app = makeApp(lib, adapter);
 const server = Bun.serve({
   port: 0,
   hostname: '127.0.0.1',
-  fetch: (request) => app.fetch(request),
+  // As `Bun.serve({ fetch: app.fetch })`: Hono gets the server as its env.
+  fetch: (request, bunServer) => app.fetch(request, bunServer),
 });
 console.log(`LISTEN ${server.port}`);
 

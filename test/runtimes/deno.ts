@@ -15,7 +15,7 @@ declare const Deno: {
   readonly version: { readonly deno: string };
   serve(
     options: { port: number; hostname: string; onListen(address: { port: number }): void },
-    handler: (request: Request) => Response | Promise<Response>,
+    handler: (request: Request, info: unknown) => Response | Promise<Response>,
   ): { shutdown(): Promise<void> };
   exit(code: number): never;
 };
@@ -31,7 +31,8 @@ console.log(`REPORT ${JSON.stringify({ version: `Deno ${Deno.version.deno}`, rep
 const app = makeApp(lib, adapter);
 const server = Deno.serve(
   { port: 0, hostname: '127.0.0.1', onListen: ({ port }) => console.log(`LISTEN ${port}`) },
-  (request) => app.fetch(request),
+  // As `Deno.serve(app.fetch)`: Hono gets the serve info (`remoteAddr`, `completed`).
+  (request, info) => app.fetch(request, info),
 );
 
 process.stdin.on('data', () => {});

@@ -45,6 +45,66 @@ function nodeResponse(c: Context): NodeResponse | undefined {
 }
 
 /**
+ * Whether `c` came from a server that never passes an execution context: `Deno.serve`
+ * (whose second argument, Hono's `c.env`, is `{ remoteAddr, completed }`) or `Bun.serve`
+ * (the server itself). Asking Hono for one there only costs a thrown error (~6 µs a
+ * request on Deno).
+ */
+function servedWithoutExecutionContext(c: Context): boolean {
+  return servedByDeno(c) || servedByBun(c);
+}
+
+interface ServerEnv {
+  completed?: unknown;
+  remoteAddr?: unknown;
+  upgrade?: unknown;
+  requestIP?: unknown;
+}
+
+function servedByDeno(c: Context): boolean {
+  const env = c.env as ServerEnv | undefined;
+  return (
+    typeof env === 'object' &&
+    env !== null &&
+    typeof (env.completed as PromiseLike<unknown> | undefined)?.then === 'function' &&
+    typeof env.remoteAddr === 'object'
+  );
+}
+
+function servedByBun(c: Context): boolean {
+  const env = c.env as ServerEnv | undefined;
+  return (
+    typeof env === 'object' &&
+    env !== null &&
+    typeof env.upgrade === 'function' &&
+    typeof env.requestIP === 'function'
+  );
+}
+
+/**
+ * A request served by `Deno.serve`, where merely reading `request.signal` makes Deno
+ * print a notice about its legacy abort (that signal also aborts when the response was
+ * delivered): the adapter reads it only when the request's own signal is first asked
+ * for, which is when an application relies on it.
+ */
+class DenoRequest extends OpenRequest<Context> {
+  private readonly raw: Request;
+
+  constructor(c: Context, settings: Settings<Context>) {
+    super(c, settings);
+    this.raw = c.req.raw;
+  }
+
+  override makeSignal(): AbortSignal {
+    const signal = super.makeSignal();
+    const raw = this.raw.signal;
+    if (raw.aborted) this.finish(CLIENT_CLOSED);
+    else raw.addEventListener('abort', () => this.finish(CLIENT_CLOSED), { once: true });
+    return signal;
+  }
+}
+
+/**
  * The runtime's execution context (Workers' `ctx`, which Hono keeps as
  * `c.executionCtx`), if it has one. Hono's getter throws where there is none (Bun,
  * Deno, `app.request()`); that error is made without a stack trace, which would cost
@@ -136,7 +196,10 @@ async function serveOnFetch(
   request: OpenRequest<Context>,
   settings: Settings<Context>,
 ): Promise<void> {
-  const signal: AbortSignal | undefined = c.req.raw.signal;
+  // On Deno the request's signal is watched once the application asks for it (see
+  // DenoRequest); the body still ends the request when it has been read or cancelled.
+  const signal: AbortSignal | undefined =
+    request instanceof DenoRequest ? undefined : c.req.raw.signal;
   const onAbort = (): void => end(CLIENT_CLOSED);
   const end = (reason: string): void => {
     signal?.removeEventListener('abort', onAbort);
@@ -203,12 +266,12 @@ export function contextCache(options?: Options): MiddlewareHandler {
     // itself, as in node-response.ts (a function in between costs more on Node 24).
     const outer = storage.getStore()?.cache;
     if (outer !== undefined && !outer.ended) return next();
-    const request = new OpenRequest(c, settings);
+    const request = servedByDeno(c) ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
     const res = nodeResponse(c);
     if (res !== undefined) {
       return request.open(() => serveOnNode(c, next, request, settings, res));
     }
-    const execution = executionContext(c);
+    const execution = servedWithoutExecutionContext(c) ? undefined : executionContext(c);
     const serve = () => request.open(() => serveOnFetch(c, next, request, settings));
     return execution === undefined ? serve() : runWithExecutionContext(execution, serve);
   };
