@@ -262,7 +262,10 @@ export function contextBatched<K extends CacheKey, V>(
       afterPromiseJobs(() => dispatch(made));
       pending = made;
     }
-    if (current !== undefined) (others ??= new Map()).set(current.owner, current);
+    if (current !== undefined) {
+      others ??= new Map();
+      others.set(current.owner, current);
+    }
     last = pending;
     return pending;
   }

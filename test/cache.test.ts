@@ -388,7 +388,7 @@ describe('eviction order under many operations', () => {
       return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
     };
     const groups = ['a', 'b', 'c'];
-    const universe: [string, number | number[]][] = [];
+    const universe: [string, number | (number | string)[]][] = [];
     for (const group of groups) {
       for (let k = 0; k < 40; k++) universe.push([group, group === 'c' ? [k, 'x'] : k]);
     }
@@ -407,7 +407,7 @@ describe('eviction order under many operations', () => {
               removeContextData('churn', i);
             }
           }
-          const item = universe[random(universe.length)] as [string, number | number[]];
+          const item = universe[random(universe.length)] as [string, number | (number | string)[]];
           const [group, key] = item;
           const name = id(item);
           const at = model.indexOf(name);

@@ -15,7 +15,7 @@ declare const Bun: {
   serve(options: {
     port: number;
     hostname: string;
-    fetch: (request: Request) => Response | Promise<Response>;
+    fetch: (request: Request, server: unknown) => Response | Promise<Response>;
   }): { readonly port: number; stop(force?: boolean): void };
 };
 
