@@ -194,7 +194,9 @@ if (!quick) {
 
 \`npm run bench:runtimes\`, ${new Date().toISOString().slice(0, 10)}, ${os.cpus().length} × ${cpu}, ${Math.round(os.totalmem() / 2 ** 30)} GiB (a shared machine: noisy).
 Medians of ${ROUNDS} interleaved rounds, per operation: ${N.hit.toLocaleString('en')} awaited hits, or ${N.hono.toLocaleString('en')} requests through \`app.fetch\`
-(three getter calls, the body read to its end), timed from outside as \`n=N\` minus \`n=0\`.
+(three getter calls, the body read to its end; each \`app.fetch\` is handed what the runtime's server handed the
+outer request, as \`Deno.serve(app.fetch)\`, \`Bun.serve({ fetch: app.fetch })\` and \`export default app\` on Workers
+do; on Node nothing, as that server's env holds the outer request's response), timed from outside as \`n=N\` minus \`n=0\`.
 The hand-rolled map is \`bench/contenders/hand-rolled.mjs\` (\`als.run(new Map(), next)\`), on the same runtime in the same run.
 
 ${table.join('\n')}

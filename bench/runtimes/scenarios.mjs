@@ -28,9 +28,14 @@ const handRolled = app(
 );
 const usersRequest = () => new Request('http://bench.local/users/1');
 
-async function honoRequests(target, n) {
+/**
+ * `n` requests through `app.fetch`, each handed `args`: what the runtime's server handed
+ * the outer request (Deno's serve info, Bun's server, Workers' env and ctx), as an app
+ * served the way Hono's docs show gets them.
+ */
+async function honoRequests(target, n, args) {
   for (let i = 0; i < n; i++) {
-    const res = await target.fetch(usersRequest());
+    const res = await target.fetch(usersRequest(), ...args);
     await res.text();
   }
 }
@@ -47,12 +52,16 @@ export const scenarios = {
       await cached('user', 1, loader);
       for (let i = 0; i < n; i++) await cached('user', 1, loader);
     }),
-  'Hono request: context-cache': (n) => honoRequests(ours, n),
-  'Hono request: hand-rolled map': (n) => honoRequests(handRolled, n),
+  'Hono request: context-cache': (n, args) => honoRequests(ours, n, args),
+  'Hono request: hand-rolled map': (n, args) => honoRequests(handRolled, n, args),
 };
 
 /** The `/run?scenario=…&n=…` endpoint every runtime's server answers. */
-export async function handle(incoming) {
+export async function handle(incoming, env, ctx) {
+  // On Node, @hono/node-server's env holds the outer request's Node response, which no
+  // inner request may watch: those get nothing, as with `app.fetch(request)`.
+  const outer = typeof env === 'object' && env !== null && 'outgoing' in env;
+  const args = env === undefined || outer ? [] : ctx === undefined ? [env] : [env, ctx];
   const url = new URL(incoming.url);
   const run = scenarios[url.searchParams.get('scenario')];
   if (run === undefined) return new Response('unknown scenario', { status: 404 });
@@ -61,6 +70,6 @@ export async function handle(incoming) {
     const body = await (await target.fetch(usersRequest())).json();
     if (body.same !== true) return new Response('wrong answer', { status: 500 });
   }
-  await run(Number(url.searchParams.get('n') ?? '0'));
+  await run(Number(url.searchParams.get('n') ?? '0'), args);
   return new Response('ok');
 }
