@@ -206,6 +206,14 @@ class Contents implements CacheStats {
   composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   /** Entries inserted so far: the next entry's `seq`. */
   inserted = 0;
+  /**
+   * Every entry as `(map, key, seq)` triples in insertion order, from `orderHead` on,
+   * made when the cache first goes past its bound and kept from then on: a cache that
+   * never reaches `maxEntries` pays nothing for its eviction order. A triple whose map
+   * no longer holds an entry of that `seq` under that key is stale and skipped.
+   */
+  order: unknown[] | undefined = undefined;
+  orderHead = 0;
   size = 0;
   hits = 0;
   joins = 0;
@@ -275,15 +283,6 @@ class Contents implements CacheStats {
     this.size = 0;
     this.order = undefined;
   }
-
-  /**
-   * Every entry as `(map, key, seq)` triples in insertion order, from `orderHead` on,
-   * made when the cache first goes past its bound and kept from then on: a cache that
-   * never reaches `maxEntries` pays nothing for its eviction order. A triple whose map
-   * no longer holds an entry of that `seq` under that key is stale and skipped.
-   */
-  order: unknown[] | undefined = undefined;
-  orderHead = 0;
 
   /**
    * Build `order` from the maps. Each map is in insertion order already, so merging

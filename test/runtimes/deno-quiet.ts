@@ -6,14 +6,6 @@
 
 import { Hono } from 'hono';
 
-declare const Deno: {
-  serve(
-    options: { port: number; hostname: string; onListen(address: { port: number }): void },
-    handler: (request: Request, info: unknown) => Response | Promise<Response>,
-  ): { shutdown(): Promise<void> };
-  exit(code: number): never;
-};
-
 const dist = new URL('../../dist/', import.meta.url);
 const lib = await import(new URL('index.js', dist).href);
 const { contextCache } = await import(new URL('hono.js', dist).href);

@@ -11,15 +11,6 @@ import { fileURLToPath } from 'node:url';
 import { type Adapter, makeApp } from './app.js';
 import { type Lib, runConformance } from './conformance.js';
 
-declare const Deno: {
-  readonly version: { readonly deno: string };
-  serve(
-    options: { port: number; hostname: string; onListen(address: { port: number }): void },
-    handler: (request: Request, info: unknown) => Response | Promise<Response>,
-  ): { shutdown(): Promise<void> };
-  exit(code: number): never;
-};
-
 const dist = new URL('../../dist/', import.meta.url);
 const lib = (await import(new URL('index.js', dist).href)) as Lib;
 const adapter = (await import(new URL('hono.js', dist).href)) as Adapter;

@@ -45,40 +45,24 @@ function nodeResponse(c: Context): NodeResponse | undefined {
 }
 
 /**
- * Whether `c` came from a server that never passes an execution context: `Deno.serve`
- * (whose second argument, Hono's `c.env`, is `{ remoteAddr, completed }`) or `Bun.serve`
- * (the server itself). Asking Hono for one there only costs a thrown error (~6 µs a
- * request on Deno).
+ * The runtime server `c` came from, when it is one that never passes an execution
+ * context, told by what it hands Hono as `c.env`: `Deno.serve` (`{ remoteAddr,
+ * completed }`) or `Bun.serve` (the server itself). Asking Hono for a context there only
+ * costs a thrown error (~6 µs a request on Deno).
  */
-function servedWithoutExecutionContext(c: Context): boolean {
-  return servedByDeno(c) || servedByBun(c);
-}
-
-interface ServerEnv {
-  completed?: unknown;
-  remoteAddr?: unknown;
-  upgrade?: unknown;
-  requestIP?: unknown;
-}
-
-function servedByDeno(c: Context): boolean {
-  const env = c.env as ServerEnv | undefined;
-  return (
-    typeof env === 'object' &&
-    env !== null &&
+function fetchServer(c: Context): 'deno' | 'bun' | undefined {
+  const env = c.env as
+    | { completed?: unknown; remoteAddr?: unknown; upgrade?: unknown; requestIP?: unknown }
+    | undefined;
+  if (typeof env !== 'object' || env === null) return undefined;
+  if (
     typeof (env.completed as PromiseLike<unknown> | undefined)?.then === 'function' &&
     typeof env.remoteAddr === 'object'
-  );
-}
-
-function servedByBun(c: Context): boolean {
-  const env = c.env as ServerEnv | undefined;
-  return (
-    typeof env === 'object' &&
-    env !== null &&
-    typeof env.upgrade === 'function' &&
-    typeof env.requestIP === 'function'
-  );
+  ) {
+    return 'deno';
+  }
+  if (typeof env.upgrade === 'function' && typeof env.requestIP === 'function') return 'bun';
+  return undefined;
 }
 
 /**
@@ -266,12 +250,13 @@ export function contextCache(options?: Options): MiddlewareHandler {
     // itself, as in node-response.ts (a function in between costs more on Node 24).
     const outer = storage.getStore()?.cache;
     if (outer !== undefined && !outer.ended) return next();
-    const request = servedByDeno(c) ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
+    const server = fetchServer(c);
+    const request = server === 'deno' ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
     const res = nodeResponse(c);
     if (res !== undefined) {
       return request.open(() => serveOnNode(c, next, request, settings, res));
     }
-    const execution = servedWithoutExecutionContext(c) ? undefined : executionContext(c);
+    const execution = server === undefined ? executionContext(c) : undefined;
     const serve = () => request.open(() => serveOnFetch(c, next, request, settings));
     return execution === undefined ? serve() : runWithExecutionContext(execution, serve);
   };
