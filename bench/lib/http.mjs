@@ -8,15 +8,22 @@ const SERVER = fileURLToPath(new URL('../http/server.mjs', import.meta.url));
 
 /**
  * Start `http/server.mjs` (or `script`) with `config` on the `node` binary; resolves once
- * it listens.
+ * it listens, with its URL, its process id and a `stop()`.
  */
-export function startServer(node, config, { nodeArgs = [], script = SERVER } = {}) {
+export function startServer(
+  node,
+  config,
+  { nodeArgs = [], script = SERVER, startTimeout = 30_000 } = {},
+) {
   const child = spawn(node, [...nodeArgs, script, JSON.stringify(config)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   return new Promise((resolve, reject) => {
     let out = '';
-    const timer = setTimeout(() => fail(new Error('server did not start within 30 s')), 30_000);
+    const timer = setTimeout(
+      () => fail(new Error(`server did not start within ${startTimeout / 1000} s`)),
+      startTimeout,
+    );
     const fail = (err) => {
       clearTimeout(timer);
       child.kill('SIGKILL');
@@ -35,6 +42,7 @@ export function startServer(node, config, { nodeArgs = [], script = SERVER } = {
       const port = Number(match[1]);
       resolve({
         url: `http://127.0.0.1:${port}`,
+        pid: child.pid,
         stop: () =>
           new Promise((done) => {
             const kill = setTimeout(() => child.kill('SIGKILL'), 5000);
