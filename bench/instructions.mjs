@@ -26,12 +26,12 @@
 // Needs the build (npm run build), bench/node_modules and valgrind on PATH (Debian:
 // apt-get install valgrind, which brings callgrind_control).
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { get, load, startServer } from './lib/http.mjs';
-import { flag, markdownTable, median, option } from './lib/util.mjs';
+import { benchNodes, flag, markdownTable, median, option, versionOf } from './lib/util.mjs';
 
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 const quick = flag('--quick');
@@ -52,19 +52,8 @@ const LABELS = {
   'context-cache': 'context-cache/fastify',
 };
 
-function version(bin, args = ['--version']) {
-  try {
-    return execFileSync(bin, args, {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    }).trim();
-  } catch {
-    return undefined;
-  }
-}
-
-const valgrind = version('valgrind');
-if (valgrind === undefined || version('callgrind_control', ['-h']) === undefined) {
+const valgrind = versionOf('valgrind');
+if (valgrind === undefined || versionOf('callgrind_control', ['-h']) === undefined) {
   const install =
     'bench/instructions.mjs counts instructions with valgrind: install it ' +
     '(Debian: apt-get install valgrind, which brings callgrind_control)';
@@ -77,13 +66,8 @@ if (valgrind === undefined || version('callgrind_control', ['-h']) === undefined
   process.exit(1);
 }
 
-const systemNode = process.env.npm_node_execpath ?? process.execPath;
-const nodes = [{ bin: systemNode, version: version(systemNode) }];
-const bundled = here('node_modules/node/bin/node');
-const bundledVersion = existsSync(bundled) ? version(bundled) : undefined;
-if (!quick && bundledVersion !== undefined && bundledVersion !== nodes[0].version) {
-  nodes.push({ bin: bundled, version: bundledVersion });
-}
+const all = benchNodes();
+const nodes = quick ? all.slice(0, 1) : all;
 
 const dir = mkdtempSync(join(os.tmpdir(), 'context-cache-instructions-'));
 const control = (pid, ...args) =>

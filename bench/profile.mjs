@@ -9,12 +9,11 @@
 //   node bench/profile.mjs            writes bench/PROFILE.md (~1 minute per Node version and round)
 //   node bench/profile.mjs --quick    1 s per server, writes only under bench/.results/
 
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { load, startServer } from './lib/http.mjs';
-import { flag, markdownTable } from './lib/util.mjs';
+import { benchNodes, flag, markdownTable } from './lib/util.mjs';
 
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 const quick = flag('--quick');
@@ -22,11 +21,7 @@ const seconds = quick ? 1 : 5;
 const rounds = quick ? 1 : 3;
 const contenders = ['none', 'hand-rolled', 'context-cache'];
 
-const systemNode = process.env.npm_node_execpath ?? process.execPath;
-const nodes = [systemNode];
-const bundled = here('node_modules/node/bin/node');
-if (existsSync(bundled)) nodes.push(bundled);
-const version = (bin) => execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim();
+const nodes = benchNodes();
 
 /** What a sample's function belongs to, from its script URL and name. */
 function category(frame) {
@@ -86,11 +81,11 @@ function owner(node, nodesById, parents) {
  * measured load to `sums` and returns the requests served then.
  */
 async function profile(node, contender, round, sums, owners) {
-  const dir = here(`.results/profiles/${contender}-${version(node)}-${round}`);
+  const dir = here(`.results/profiles/${contender}-${node.version}-${round}`);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   const server = await startServer(
-    node,
+    node.bin,
     { framework: 'fastify', contender },
     { nodeArgs: ['--cpu-prof', '--cpu-prof-interval=200', `--cpu-prof-dir=${dir}`] },
   );
@@ -134,7 +129,7 @@ const started = Date.now();
 const sections = [];
 const summary = [];
 for (const node of nodes) {
-  const v = version(node);
+  const v = node.version;
   const sums = Object.fromEntries(contenders.map((c) => [c, new Map()]));
   const owners = Object.fromEntries(contenders.map((c) => [c, new Map()]));
   const requests = Object.fromEntries(contenders.map((c) => [c, 0]));

@@ -13,15 +13,15 @@
 //   --baseline LABEL=ENTRY        also time another build of this package (its ESM entry,
 //                                 such as an older dist/index.js) in the micro's user
 //                                 shapes; LABEL names it in RESULTS.md
-import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { chartSvg } from './lib/chart.mjs';
 import { get, load, startServer } from './lib/http.mjs';
 import { distinctRows, renderPage } from './lib/page.mjs';
 import { REPOS, USERS } from './lib/store.mjs';
-import { flag, median, option } from './lib/util.mjs';
+import { benchNodes, flag, median, option } from './lib/util.mjs';
 import { writeReport } from './report.mjs';
 
 const here = (path) => fileURLToPath(new URL(path, import.meta.url));
@@ -37,23 +37,10 @@ const [baselineLabel, baselineEntry] = (() => {
 const started = Date.now();
 mkdirSync(here('.results'), { recursive: true });
 
-// --- Node versions: the one running this script (as npm runs it) and, when the bench's
-// own `node` package installed one, that Node 24 binary (AsyncContextFrame on by default).
-function nodeVersion(bin) {
-  try {
-    return execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim();
-  } catch {
-    return undefined;
-  }
-}
-const systemNode = process.env.npm_node_execpath ?? process.execPath;
-const nodes = [{ bin: systemNode, version: nodeVersion(systemNode) }];
-const bundled = here('node_modules/node/bin/node');
-const bundledVersion = existsSync(bundled) ? nodeVersion(bundled) : undefined;
-if (bundledVersion === undefined) {
+// --- Node versions: the one running this script and the bench's own Node 24, if any.
+const nodes = benchNodes();
+if (nodes.length === 1) {
   console.log('Node 24: bench/node_modules/node is missing or does not run; system Node only');
-} else if (bundledVersion !== nodes[0].version) {
-  nodes.push({ bin: bundled, version: bundledVersion });
 }
 const major = (v) => Number(v.slice(1).split('.')[0]);
 const label = (n) => `Node ${n.version}${major(n.version) >= 24 ? ' (AsyncContextFrame)' : ''}`;
