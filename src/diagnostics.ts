@@ -318,6 +318,11 @@ export function traceLoad(
   return publishSettled(channel, message, Promise.resolve(result), true);
 }
 
+/** Whether anyone subscribes to `context-cache:end`. Asked once per request by the adapters. */
+export function publishingEnds(): boolean {
+  return endChannel?.hasSubscribers === true;
+}
+
 /** Publish a request cache's end on `context-cache:end`, if anyone listens. */
 export function publishEnd(cache: { stats(): CacheStats }): void {
   if (endChannel?.hasSubscribers) endChannel.publish({ stats: cache.stats() } satisfies EndMessage);

@@ -169,6 +169,12 @@ class LazyLoaderContext implements LoaderContext {
  */
 export interface SignalSource {
   makeSignal(): AbortSignal;
+  /**
+   * Start watching for the request's end, for a cache made with `untracked`: called
+   * once, on the cache's first use, before anything is served. It may end the cache
+   * at once (the response was already over).
+   */
+  track?(): void;
 }
 
 function isSignalSource(value: unknown): value is SignalSource {
@@ -187,6 +193,12 @@ const IS_CLOSED = 1; // ended or expired: serves nothing
 const IS_ENDED = 2;
 const WARNED_ENDED = 4;
 const WARNED_EXPIRED = 8;
+/**
+ * Made by an adapter that watches for the request's end only once the cache is used
+ * (see `SignalSource.track`): in the same mask as `IS_CLOSED`, so the serving check
+ * costs nothing more and its slow half starts the watch.
+ */
+const UNTRACKED = 16;
 
 /**
  * What a request cache holds and counts, made on its first lookup or write: a request
@@ -347,12 +359,18 @@ export class Cache implements EphemeralCache, ScopeState {
   removals = 0;
   outer: Cache | undefined = undefined;
 
+  /**
+   * `untracked`: `signal` is a `SignalSource` with `track()`, called on the cache's
+   * first use (a lookup, a write, its signal, `ended`) and not before.
+   */
   constructor(
     lifetime: number,
     maxEntries: number,
     signal: AbortSignal | (() => AbortSignal) | SignalSource | undefined,
+    untracked = false,
   ) {
     this.cache = this;
+    if (untracked) this.flags = UNTRACKED;
     if (typeof signal === 'function' || isSignalSource(signal)) {
       this.signalValue = undefined;
       this.signalSource = signal;
@@ -367,6 +385,8 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /** The request's signal, made on first use when the scope was given a function. */
   get signal(): AbortSignal | undefined {
+    // Watched first: a request already over gets a signal already aborted.
+    if ((this.flags & UNTRACKED) !== 0) this.track();
     const source = this.signalSource;
     if (source !== undefined) {
       this.signalSource = undefined;
@@ -398,7 +418,14 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   get ended(): boolean {
+    if ((this.flags & UNTRACKED) !== 0) this.track();
     return (this.flags & IS_ENDED) !== 0;
+  }
+
+  /** Start watching for the request's end (see `UNTRACKED`); may end the cache. */
+  private track(): void {
+    this.flags &= ~UNTRACKED;
+    (this.signalSource as SignalSource).track?.();
   }
 
   get expired(): boolean {
@@ -427,7 +454,7 @@ export class Cache implements EphemeralCache, ScopeState {
 
   end(): void {
     if ((this.flags & IS_ENDED) !== 0) return;
-    this.flags |= IS_ENDED | IS_CLOSED;
+    this.flags = (this.flags | IS_ENDED | IS_CLOSED) & ~UNTRACKED;
     this.contents?.clear();
     publishEnd(this);
   }
@@ -455,15 +482,20 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /** Whether the cache can serve: false once ended or expired. */
   private serving(fn: string, cut: StackCut): boolean {
-    return ((this.flags & IS_CLOSED) === 0 && now() < this.deadline) || this.stillServing(fn, cut);
+    return (
+      ((this.flags & (IS_CLOSED | UNTRACKED)) === 0 && now() < this.deadline) ||
+      this.stillServing(fn, cut)
+    );
   }
 
   /**
-   * The slow half of `serving()`: marks the cache closed once it is ended or expired and
-   * emits the matching warning once per cache. `cut` is the public function the user
+   * The slow half of `serving()`: starts watching an untracked cache's request (which may
+   * end it), marks the cache closed once it is ended or expired and emits the matching
+   * warning once per cache. `cut` is the public function the user
    * called, where the warning's stack trace starts.
    */
   private stillServing(fn: string, cut: StackCut): boolean {
+    if ((this.flags & UNTRACKED) !== 0) this.track();
     const flags = this.flags;
     if ((flags & IS_CLOSED) === 0) {
       if (now() < this.deadline) return true;

@@ -154,6 +154,8 @@ export class OpenRequest<Req> implements SignalSource {
   /** The framework's request, kept only for `onEnd`, so the cache's scope need not reach it. */
   private readonly req: Req | undefined;
   private readonly settings: Settings<Req>;
+  /** Start watching for the request's end, if the request itself does not. */
+  track?(): void;
 
   constructor(req: Req, settings: Settings<Req>) {
     this.req = settings.onEnd === undefined ? undefined : req;
@@ -164,12 +166,15 @@ export class OpenRequest<Req> implements SignalSource {
    * Run `fn` in this request's new scope: what `withCacheContext` opens with the
    * adapter's lifetime, bound and this request's signal, without checking options that
    * were checked when the adapter was made, or the enclosing scope (callers run `next`
-   * in a live cache themselves). `cache` is set before `fn` runs.
+   * in a live cache themselves). `cache` is set before `fn` runs. A request with a
+   * `track()` is tracked before `fn` runs, or with `untracked` on the cache's first use
+   * (see `SignalSource.track`).
    */
-  open<T>(fn: () => T): T {
+  open<T>(fn: () => T, untracked = false): T {
     const settings = this.settings;
-    const cache = new Cache(settings.lifetime, settings.maxEntries, this);
+    const cache = new Cache(settings.lifetime, settings.maxEntries, this, untracked);
     this.cache = cache;
+    if (!untracked) this.track?.();
     return runInScope(cache, fn);
   }
 

@@ -7,6 +7,7 @@
 import type { AsyncLocalStorage } from 'node:async_hooks';
 import type { ServerResponse } from 'node:http';
 import onHeaders from 'on-headers';
+import { publishingEnds } from '../diagnostics.js';
 import type { CacheStats, EphemeralCache } from '../index.js';
 import { type ScopeState, scopeStorage } from '../scope.js';
 import {
@@ -34,22 +35,51 @@ export function runRequest<Req, T>(
   storage ??= scopeStorage();
   const outer = storage.getStore()?.cache;
   if (outer !== undefined && !outer.ended) return next();
-  const request = new OpenRequest(req, settings);
+  const request = new ResponseRequest(req, settings, res);
   // Neither a listener nor a header hook keeps an async context: set up outside the scope,
   // they let `next` itself run in it, with no closure per request.
   if (settings.serverTiming) writeServerTiming(res, request);
-  (res as Tracked)[kRequest] = request;
-  res.on('close', onClose);
-  return request.open(next);
+  // Someone waits for this request's end (`onEnd`, a `context-cache:end` subscriber):
+  // watch for it now. Otherwise the cache calls `track()` on its first use, and a
+  // request that never uses its cache (a health check, a static file, a redirect)
+  // never adds a listener to its response.
+  return request.open(next, settings.onEnd === undefined && !publishingEnds());
 }
 
 /** The scopes' AsyncLocalStorage, shared by every copy of this package (see scope.ts). */
 let storage: AsyncLocalStorage<ScopeState> | undefined;
 
-/** Where `runRequest` leaves a response's request for the shared `'close'` listener. */
+/** Where a request leaves itself on its response for the shared `'close'` listener. */
 const kRequest = Symbol('context-cache.request');
 
 type Tracked = ServerResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
+
+/** A request on a Node `ServerResponse`, which ends when the response closes. */
+class ResponseRequest<Req> extends OpenRequest<Req> {
+  /** Kept until `track()` runs, which may be never: then the response is not watched. */
+  private res: ServerResponse | undefined;
+
+  constructor(req: Req, settings: Settings<Req>, res: ServerResponse) {
+    super(req, settings);
+    this.res = res;
+  }
+
+  /**
+   * Watch the response for its end: on its `'close'`, or at once if it has closed
+   * already (the cache's first use came from work that outlived the response).
+   */
+  override track(): void {
+    const res = this.res;
+    if (res === undefined) return;
+    this.res = undefined;
+    if (res.destroyed || (res as { closed?: boolean }).closed === true) {
+      this.finish(endReason(res));
+      return;
+    }
+    (res as Tracked)[kRequest] = this;
+    res.on('close', onClose);
+  }
+}
 
 /**
  * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
@@ -60,7 +90,12 @@ function onClose(this: ServerResponse): void {
   const request = (this as Tracked)[kRequest];
   if (request === undefined) return;
   (this as Tracked)[kRequest] = undefined;
-  request.finish(this.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED);
+  request.finish(endReason(this));
+}
+
+/** Why a closed response's request ended: sent in full, or the client went first. */
+function endReason(res: ServerResponse): string {
+  return res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED;
 }
 
 /** Write this request's `Server-Timing` entry when `res` writes its headers. */

@@ -4,6 +4,7 @@
  * every case then talks to it over real sockets.
  */
 
+import dc from 'node:diagnostics_channel';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -458,6 +459,124 @@ export function adapterTable(driver: Driver): void {
       expect(seen.aborted).toMatch(/response finished/);
       expect(users.loads).toBe(3);
       expect(warnings.filter(([, code]) => code === 'CONTEXT_CACHE_ENDED')).toHaveLength(1);
+    });
+
+    // Without onEnd or a context-cache:end subscriber, nothing waits for the request's end:
+    // the adapters on a Node response watch for it only from the cache's first use.
+    it('ends the cache at the response also when nothing asks for the end, whenever it is first used', async () => {
+      const users = userGetter();
+      const warnings = recordWarnings();
+      const closed = deferred();
+      const seen: { path: string; names: string[]; cache: boolean; aborted: unknown }[] = [];
+      const done = deferred();
+      const leftover = (path: string) =>
+        setTimeout(async () => {
+          await closed.promise;
+          const a = await users.getUser(4);
+          const b = await users.getUser(4);
+          seen.push({
+            path,
+            names: [a.name, b.name],
+            cache: getContextCache() !== undefined,
+            aborted: (currentSignal()?.reason as Error | undefined)?.message,
+          });
+          if (seen.length === 2) done.resolve();
+        }, 1);
+      const app = await start({
+        routes: {
+          // First used by the timer, after the response has closed.
+          '/untouched': async () => {
+            leftover('/untouched');
+            return { json: { ok: true } };
+          },
+          // First used by the handler, while the response is open.
+          '/used': async () => {
+            await users.getUser(4);
+            leftover('/used');
+            return { json: { ok: true } };
+          },
+        },
+      });
+      expect((await send(app.port, '/untouched')).status).toBe(200);
+      expect((await send(app.port, '/used')).status).toBe(200);
+      // 'close' follows 'finish' on the server by a tick or so.
+      await sleep(30);
+      closed.resolve();
+      await within(done.promise, 3000, 'the leftover timers');
+      seen.sort((x, y) => x.path.localeCompare(y.path));
+      for (const [i, path] of ['/untouched', '/used'].entries()) {
+        expect(seen[i]).toEqual({
+          path,
+          names: ['user 4', 'user 4'],
+          cache: false,
+          aborted: expect.stringMatching(/response finished/),
+        });
+      }
+      // /used loaded once in its handler; each timer loaded twice, nothing cached.
+      expect(users.loads).toBe(5);
+      expect(warnings.filter(([, code]) => code === 'CONTEXT_CACHE_ENDED')).toHaveLength(2);
+    });
+
+    it('gives code that first uses the cache after the client left an aborted signal and no caching', async () => {
+      const warnings = recordWarnings();
+      const started = deferred();
+      const gone = deferred();
+      const result = deferred<{ loads: number; reasons: unknown[] }>();
+      const reasons: unknown[] = [];
+      let loads = 0;
+      const load = () =>
+        getWithContextCache('gone', 1, async (_key, { signal }) => {
+          loads++;
+          reasons.push((signal?.reason as Error | undefined)?.message);
+          return 'value';
+        });
+      const app = await start({
+        routes: {
+          '/gone': async () => {
+            started.resolve();
+            await gone.promise;
+            await load();
+            await load();
+            result.resolve({ loads, reasons });
+            return { json: { ok: true } };
+          },
+        },
+      });
+      await sendAndAbandon(app.port, '/gone', started.promise);
+      await sleep(30);
+      gone.resolve();
+      const seen = await within(result.promise, 3000, 'the handler');
+      expect(seen.loads).toBe(2);
+      expect(seen.reasons).toEqual([
+        expect.stringMatching(/client closed the connection/),
+        expect.stringMatching(/client closed the connection/),
+      ]);
+      expect(warnings.filter(([, code]) => code === 'CONTEXT_CACHE_ENDED')).toHaveLength(1);
+    });
+
+    it('publishes one context-cache:end per request, also for requests that never use their cache', async () => {
+      const messages: { stats: CacheStats }[] = [];
+      const onMessage = (message: unknown) => {
+        messages.push(message as { stats: CacheStats });
+      };
+      dc.subscribe('context-cache:end', onMessage);
+      restorers.push(() => {
+        dc.unsubscribe('context-cache:end', onMessage);
+      });
+      const app = await start({
+        routes: {
+          '/plain': async () => ({ json: { ok: true } }),
+          '/cached': async () => ({
+            json: { value: await getWithContextCache('plain', 1, async () => 'v') },
+          }),
+        },
+      });
+      for (const path of ['/plain', '/cached', '/plain']) {
+        expect((await send(app.port, path)).status).toBe(200);
+      }
+      await expect.poll(() => messages.length).toBe(3);
+      await sleep(30);
+      expect(messages.map((m) => m.stats.loads).sort()).toEqual([0, 0, 1]);
     });
 
     it('keeps the cache for a streaming response until its last chunk', async () => {

@@ -3,7 +3,7 @@ import { Socket } from 'node:net';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { expectOuterCacheOnly, listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable, type RunningApp } from '../../../test/adapters/table.js';
-import { getContextCache } from '../../index.js';
+import { getContextCache, getWithContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -139,6 +139,43 @@ describe('node:http errors', () => {
     expect(() => contextCache(() => {}, { onError: 1 } as never)).toThrow(
       /options\.onError must be a function/,
     );
+  });
+});
+
+describe('node:http adapter watching the response', () => {
+  const apps: RunningApp[] = [];
+  afterEach(async () => {
+    for (const app of apps.splice(0)) await app.close();
+  });
+
+  /** The response's 'close' listener counts: at the start, after one lookup, after another. */
+  async function closeListeners(options?: Options): Promise<number[]> {
+    const counts: number[] = [];
+    const app = await listen(
+      createServer(
+        contextCache(async (_req, res) => {
+          counts.push(res.listenerCount('close'));
+          await getWithContextCache('watch', 1, async () => 1);
+          counts.push(res.listenerCount('close'));
+          await getWithContextCache('watch', 2, async () => 2);
+          counts.push(res.listenerCount('close'));
+          res.end('ok');
+        }, options),
+      ),
+    );
+    apps.push(app);
+    expect(await fetchText(app.port, '/')).toEqual({ status: 200, body: 'ok' });
+    return counts;
+  }
+
+  it("adds its listener on the cache's first use, or from the start when onEnd waits for the end", async () => {
+    const lazy = await closeListeners();
+    // A request that never uses its cache adds nothing to its response.
+    expect(lazy[1]).toBe((lazy[0] as number) + 1);
+    expect(lazy[2]).toBe(lazy[1]);
+    const eager = await closeListeners({ onEnd: () => {} });
+    expect(eager[0]).toBe(lazy[1]);
+    expect(eager[2]).toBe(eager[0]);
   });
 });
 
