@@ -10,16 +10,18 @@
 // what the server ran by the requests. Instructions are not time (a cache miss costs more
 // than an add), but what one build runs more than another is work it does more.
 //
-// The count includes every thread of the server, V8's compilers and GC helpers too, as
-// it runs in production; their work lands in the window whenever it happens to run (a
-// major GC or a late optimization in one run and not the next), so the same server
-// varies by a few percent between runs: compare medians of rounds, and read a difference
-// smaller than the rounds' spread as none. V8's `--single-threaded` does not remove
-// that: two runs of one server still differed by 7% on Node 20 (a major GC on the main
-// thread, likely, in one window and not the other).
+// Each thread is counted apart. The main thread runs the JavaScript: Fastify, the hook,
+// the route. The other threads are V8's compilers and GC helpers; their work lands in
+// the window whenever it happens to run (a major GC or a late optimization in one round
+// and not the next), so all threads together vary by a few percent between rounds of
+// one server, and now and then by a quarter. Both are reported; compare medians of
+// rounds, mostly of the main thread, and read a difference smaller than the rounds'
+// spread as none. V8's `--single-threaded` does not remove that noise: two runs of one
+// server still differed by 7% on Node 20.
 //
-//   node bench/instructions.mjs           full run (~10 minutes): writes bench/INSTRUCTIONS.md
+//   node bench/instructions.mjs           full run (~20 minutes): writes bench/INSTRUCTIONS.md
 //   node bench/instructions.mjs --quick   smoke run (~20 s): two contenders, few requests
+//   --rounds N      rounds of every contender (default 5)
 //   --jobs N        servers counted at once (default 2; counts do not depend on load)
 //   --json FILE     also write the results as JSON
 //
@@ -37,7 +39,7 @@ const here = (path) => fileURLToPath(new URL(path, import.meta.url));
 const quick = flag('--quick');
 const jsonFile = option('--json');
 const jobs = Number(option('--jobs') ?? (quick ? 1 : 2));
-const rounds = quick ? 1 : 3;
+const rounds = quick ? 1 : Number(option('--rounds') ?? 5);
 // Past 20,000 requests Turbofan has compiled what /ping runs; before it, the compiler's
 // own work (which is counted) is most of the difference between two runs.
 const WARM = quick ? 200 : 20_000;
@@ -85,6 +87,8 @@ async function count(node, contender, run) {
         '--instr-atstart=no',
         // V8 writes and rewrites its machine code: valgrind must notice.
         '--smc-check=all-non-file',
+        // One count per thread: thread 1 runs the JavaScript.
+        '--separate-threads=yes',
         `--callgrind-out-file=${join(dir, base)}.%p`,
         '-q',
         node.bin,
@@ -103,18 +107,22 @@ async function count(node, contender, run) {
   } finally {
     await server.stop();
   }
+  // Files are <base>.<pid>[.<dump>]-<thread>; thread 01 is the main thread.
   let total = 0;
+  let main = 0;
   for (const file of readdirSync(dir)) {
     if (!file.startsWith(`${base}.`)) continue;
     for (const match of readFileSync(join(dir, file), 'utf8').matchAll(/^totals: (\d+)$/gm)) {
       total += Number(match[1]);
+      if (file.endsWith('-01')) main += Number(match[1]);
     }
   }
-  if (total === 0) throw new Error(`${contender}: callgrind counted nothing`);
-  const perRequest = total / MEASURED;
+  if (main === 0) throw new Error(`${contender}: callgrind counted nothing on the main thread`);
+  const perRequest = { main: main / MEASURED, all: total / MEASURED };
   console.log(
     `${quick ? 'smoke run (not a measurement) ' : ''}round ${run + 1}/${rounds} Node ${node.version} ` +
-      `${contender}: ${Math.round(perRequest)} instructions per request`,
+      `${contender}: ${Math.round(perRequest.main)} instructions per request on the main thread, ` +
+      `${Math.round(perRequest.all)} in all threads`,
   );
   return perRequest;
 }
@@ -143,30 +151,51 @@ try {
 
 const fmt = (n) => Math.round(n).toLocaleString('en-US');
 const ratio = (a, b) => `${(a / b).toFixed(3)}×`;
+const range = (values) =>
+  values.length > 1 ? `${fmt(Math.min(...values))}–${fmt(Math.max(...values))}` : '';
 const results = [];
 const tables = [];
 for (const node of nodes) {
-  const of = (contender) => median(counts.get(`${node.version} ${contender}`) ?? [NaN]);
+  const of = (contender, part) =>
+    median((counts.get(`${node.version} ${contender}`) ?? []).map((c) => c[part]));
   const rows = contenders.map((contender) => {
-    const values = counts.get(`${node.version} ${contender}`) ?? [];
+    const rounds = counts.get(`${node.version} ${contender}`) ?? [];
+    const main = rounds.map((c) => c.main);
+    const all = rounds.map((c) => c.all);
     const row = {
       node: node.version,
       contender,
-      perRequest: median(values),
-      rounds: values,
+      mainThread: median(main),
+      allThreads: median(all),
+      rounds,
     };
     results.push(row);
+    const hand = contenders.includes('hand-rolled');
     return [
       LABELS[contender],
-      fmt(row.perRequest),
-      values.length > 1 ? `${fmt(Math.min(...values))}–${fmt(Math.max(...values))}` : '',
-      ratio(row.perRequest, of('none')),
-      contenders.includes('hand-rolled') ? ratio(row.perRequest, of('hand-rolled')) : '',
+      fmt(row.mainThread),
+      range(main),
+      ratio(row.mainThread, of('none', 'main')),
+      hand ? ratio(row.mainThread, of('hand-rolled', 'main')) : '',
+      fmt(row.allThreads),
+      range(all),
+      ratio(row.allThreads, of('none', 'all')),
+      hand ? ratio(row.allThreads, of('hand-rolled', 'all')) : '',
     ];
   });
   const title = `Fastify /ping, instructions per request, Node ${node.version} (median of ${rounds} round(s), ${fmt(MEASURED)} requests each after ${fmt(WARM)})`;
   const table = markdownTable(
-    ['contender', 'instructions', 'rounds', '÷ no hook', '÷ hand-rolled'],
+    [
+      'contender',
+      'main thread',
+      'rounds',
+      '÷ no hook',
+      '÷ hand-rolled',
+      'all threads',
+      'rounds',
+      '÷ no hook',
+      '÷ hand-rolled',
+    ],
     rows,
   );
   console.log(`\n${quick ? 'Smoke run, not a measurement: ' : ''}${title}\n${table}`);
@@ -183,8 +212,11 @@ if (!quick) {
 ${date}, \`node bench/instructions.mjs\`, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${valgrind}.
 Written by \`bench/instructions.mjs\`; see its header for the method. Fastify \`/ping\`
 (the route answers \`pong\` and does nothing else), each contender in a server of its own
-under callgrind: ${fmt(WARM)} requests to warm it up, then ${fmt(MEASURED)} counted, every
-thread of the server included; ${rounds} rounds, medians, and the lowest and highest round.
+under callgrind: ${fmt(WARM)} requests to warm it up, then ${fmt(MEASURED)} counted; ${rounds} rounds,
+medians, and the lowest and highest round. The main thread runs the JavaScript (Fastify,
+the hook, the route); all threads add V8's compiler and GC helper threads, whose work
+lands in the counted window or not from one round to the next, so that column moves by
+a few percent between rounds of one server and now and then by a quarter.
 
 ${tables.join('\n\n')}
 `,
