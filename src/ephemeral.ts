@@ -175,6 +175,11 @@ export interface SignalSource {
    * at once (the response was already over).
    */
   track?(): void;
+  /**
+   * For a cache made with `untracked`: whether the request is already over, asked when
+   * something reads `ended` (as `getContextCache()` does) before the cache was used.
+   */
+  over?(): boolean;
 }
 
 function isSignalSource(value: unknown): value is SignalSource {
@@ -361,7 +366,7 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /**
    * `untracked`: `signal` is a `SignalSource` with `track()`, called on the cache's
-   * first use (a lookup, a write, its signal, `ended`) and not before.
+   * first use (a lookup, a write, its signal) and not before.
    */
   constructor(
     lifetime: number,
@@ -418,7 +423,11 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   get ended(): boolean {
-    if ((this.flags & UNTRACKED) !== 0) this.track();
+    // Reading `ended` is not a use: an untracked cache asks whether its request is over
+    // (then ends) and otherwise stays unwatched.
+    if ((this.flags & UNTRACKED) !== 0 && (this.signalSource as SignalSource).over?.() === true) {
+      this.track();
+    }
     return (this.flags & IS_ENDED) !== 0;
   }
 

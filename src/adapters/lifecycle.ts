@@ -156,6 +156,8 @@ export class OpenRequest<Req> implements SignalSource {
   private readonly settings: Settings<Req>;
   /** Start watching for the request's end, if the request itself does not. */
   track?(): void;
+  /** Whether the request is over, for a cache that does not watch it yet. */
+  over?(): boolean;
 
   constructor(req: Req, settings: Settings<Req>) {
     this.req = settings.onEnd === undefined ? undefined : req;

@@ -72,13 +72,24 @@ class ResponseRequest<Req> extends OpenRequest<Req> {
     const res = this.res;
     if (res === undefined) return;
     this.res = undefined;
-    if (res.destroyed || (res as { closed?: boolean }).closed === true) {
+    if (closed(res)) {
       this.finish(endReason(res));
       return;
     }
     (res as Tracked)[kRequest] = this;
     res.on('close', onClose);
   }
+
+  /** Whether the response has closed, asked before `track()` (see `SignalSource.over`). */
+  override over(): boolean {
+    const res = this.res;
+    return res !== undefined && closed(res);
+  }
+}
+
+/** Whether `res` has closed (or is closing), its `'close'` emitted or about to be. */
+function closed(res: ServerResponse): boolean {
+  return res.destroyed || (res as { closed?: boolean }).closed === true;
 }
 
 /**

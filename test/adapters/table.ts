@@ -467,15 +467,24 @@ export function adapterTable(driver: Driver): void {
       const users = userGetter();
       const warnings = recordWarnings();
       const closed = deferred();
-      const seen: { path: string; names: string[]; cache: boolean; aborted: unknown }[] = [];
+      const seen: {
+        path: string;
+        before: boolean;
+        names: string[];
+        cache: boolean;
+        aborted: unknown;
+      }[] = [];
       const done = deferred();
       const leftover = (path: string) =>
         setTimeout(async () => {
           await closed.promise;
+          // Asked before any lookup: the response has closed, so there is no cache.
+          const before = getContextCache() !== undefined;
           const a = await users.getUser(4);
           const b = await users.getUser(4);
           seen.push({
             path,
+            before,
             names: [a.name, b.name],
             cache: getContextCache() !== undefined,
             aborted: (currentSignal()?.reason as Error | undefined)?.message,
@@ -507,6 +516,7 @@ export function adapterTable(driver: Driver): void {
       for (const [i, path] of ['/untouched', '/used'].entries()) {
         expect(seen[i]).toEqual({
           path,
+          before: false,
           names: ['user 4', 'user 4'],
           cache: false,
           aborted: expect.stringMatching(/response finished/),
