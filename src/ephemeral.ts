@@ -463,7 +463,9 @@ export class Cache implements EphemeralCache, ScopeState {
 
   end(): void {
     if ((this.flags & IS_ENDED) !== 0) return;
-    this.flags = (this.flags | IS_ENDED | IS_CLOSED) & ~UNTRACKED;
+    // An untracked cache stays so: its request's signal, made later, still aborts when
+    // the response closes.
+    this.flags |= IS_ENDED | IS_CLOSED;
     this.contents?.clear();
     publishEnd(this);
   }

@@ -3,7 +3,7 @@ import { Socket } from 'node:net';
 import { afterEach, describe, expect, expectTypeOf, it, vi } from 'vitest';
 import { expectOuterCacheOnly, listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable, type RunningApp } from '../../../test/adapters/table.js';
-import { getContextCache, getWithContextCache } from '../../index.js';
+import { currentSignal, getContextCache, getWithContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -180,6 +180,23 @@ describe('node:http adapter watching the response', () => {
     const eager = await closeListeners({ onEnd: () => {} });
     expect(eager[0]).toBe(lazy[2]);
     expect(eager[3]).toBe(eager[0]);
+  });
+
+  it('aborts a signal asked for after the cache was ended by hand, when the response closes', async () => {
+    let signal: AbortSignal | undefined;
+    const app = await listen(
+      createServer(
+        contextCache((_req, res) => {
+          getContextCache()?.end();
+          signal = currentSignal();
+          res.end('ok');
+        }),
+      ),
+    );
+    apps.push(app);
+    expect(await fetchText(app.port, '/')).toEqual({ status: 200, body: 'ok' });
+    await vi.waitFor(() => expect(signal?.aborted).toBe(true));
+    expect((signal?.reason as Error).message).toMatch(/response finished/);
   });
 });
 
