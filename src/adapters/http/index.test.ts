@@ -196,7 +196,7 @@ describe('node:http adapter watching the response', () => {
     apps.push(app);
     expect(await fetchText(app.port, '/')).toEqual({ status: 200, body: 'ok' });
     await vi.waitFor(() => expect(signal?.aborted).toBe(true));
-    expect((signal?.reason as Error).message).toMatch(/response finished/);
+    expect((signal?.reason as Error | undefined)?.message).toMatch(/response finished/);
   });
 });
 
