@@ -89,7 +89,7 @@ class ResponseRequest<Req> extends OpenRequest<Req> {
 
 /** Whether `res` has closed (or is closing), its `'close'` emitted or about to be. */
 function closed(res: ServerResponse): boolean {
-  return res.destroyed || (res as { closed?: boolean }).closed === true;
+  return res.destroyed || res.closed;
 }
 
 /**
