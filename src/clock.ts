@@ -7,10 +7,22 @@
 import { unrefTimer } from './runtime.js';
 import { outsideScope } from './scope.js';
 
+/** The epoch while no reading is kept. */
+const NONE = -2;
+/** A mark that matches no epoch: check again next time. */
+export const STALE = -1;
+
 /** How stale the clock may be, in ms. A cache may serve hits this long past its lifetime. */
 export const RESOLUTION = 50;
 
 let cached = 0;
+/**
+ * Which reading `cached` holds: a new number each time a reading is kept, and `NONE`
+ * while none is. Within one epoch `now()` returns one value, so a comparison with it
+ * made once holds for the whole epoch (see `epoch()` and `readEpoch()`).
+ */
+let current = NONE;
+let epochs = 0;
 let source: (() => number) | undefined;
 
 /**
@@ -35,6 +47,7 @@ function tick(): void {
     timer = undefined;
   } else {
     cached = 0;
+    current = NONE;
   }
 }
 
@@ -51,7 +64,12 @@ function refresh(): number {
   if (!coarse) return Date.now();
   const time = Date.now();
   if (timer === undefined) timer = outsideScope(start);
-  if (timer !== undefined) cached = time;
+  if (timer !== undefined) {
+    cached = time;
+    // Small integers (V8 compares them without unboxing), never NONE or STALE.
+    epochs = (epochs + 1) & 0x3fffffff;
+    current = epochs;
+  }
   return time;
 }
 
@@ -67,6 +85,25 @@ export function now(): number {
 export function setClock(fn: (() => number) | undefined): void {
   source = fn;
   cached = 0;
+  current = NONE;
+}
+
+/**
+ * The clock's current epoch: while it equals a mark taken with `readEpoch()`, `now()`
+ * still returns the reading the mark was taken after. One integer comparison on a hot
+ * path stands in for reading the clock and comparing times.
+ */
+export function epoch(): number {
+  return current;
+}
+
+/**
+ * The mark of the reading `now()` just returned: its epoch if the reading is kept for
+ * reuse, else `STALE`, which no epoch equals (Workers, a replaced clock: every check
+ * must read the clock again).
+ */
+export function readEpoch(): number {
+  return cached !== 0 ? current : STALE;
 }
 
 /** Whether the clock's timer is running (tests only). */

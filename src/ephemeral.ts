@@ -2,12 +2,14 @@
  * The request cache: `group → key → entry`, created lazily, bounded, with a lifetime.
  * No dependency. One instance per request; see `scope.ts` for how it is found.
  *
- * Hot path (a hit): two map reads, a counter and a flag check. The entry holds the
- * promise handed to the first caller, so a hit returns it without allocating, and the
- * lifetime is checked against a coarse clock rather than `Date.now()`.
+ * Hot path (a hit): a map read, a counter and one integer comparison. The entry holds
+ * the promise handed to the first caller, so a hit returns it without allocating. The
+ * lifetime is checked against a coarse clock rather than `Date.now()`, and only once per
+ * reading of that clock: a cache keeps the clock's epoch in which it last found itself
+ * serving, and a hit compares that with the clock's current epoch.
  */
 
-import { now } from './clock.js';
+import { epoch, now, readEpoch, STALE } from './clock.js';
 import { publishEnd, traceLoad, tracingLoads } from './diagnostics.js';
 import { type CacheKey, checkGroup, checkLoader, mapKeyOf } from './keys.js';
 import type { LoaderContext, ScopeState } from './scope.js';
@@ -200,8 +202,8 @@ const WARNED_ENDED = 4;
 const WARNED_EXPIRED = 8;
 /**
  * Made by an adapter that watches for the request's end only once the cache is used
- * (see `SignalSource.track`): in the same mask as `IS_CLOSED`, so the serving check
- * costs nothing more and its slow half starts the watch.
+ * (see `SignalSource.track`): such a cache starts `STALE`, so its first use takes the
+ * slow half of the serving check, which starts the watch.
  */
 const UNTRACKED = 16;
 
@@ -347,6 +349,13 @@ export class Cache implements EphemeralCache, ScopeState {
   private context: LoaderContext | undefined = undefined;
   private contents: Contents | undefined = undefined;
   private flags = 0;
+  /**
+   * The clock epoch in which this cache last found itself serving (neither ended nor
+   * expired, its request watched), else `STALE`. While it is the clock's epoch, the
+   * hit paths serve on one integer comparison, without reading the clock or the flags;
+   * anything that closes the cache sets it back to `STALE`.
+   */
+  private servingIn = STALE;
   private readonly deadline: number;
   readonly lifetime: number;
   readonly maxEntries: number;
@@ -466,6 +475,7 @@ export class Cache implements EphemeralCache, ScopeState {
     // An untracked cache stays so: its request's signal, made later, still aborts when
     // the response closes.
     this.flags |= IS_ENDED | IS_CLOSED;
+    this.servingIn = STALE;
     this.contents?.clear();
     publishEnd(this);
   }
@@ -477,6 +487,7 @@ export class Cache implements EphemeralCache, ScopeState {
   discard(): void {
     if ((this.flags & IS_ENDED) !== 0) return;
     this.flags |= IS_ENDED | IS_CLOSED;
+    this.servingIn = STALE;
     this.contents?.clear();
     this.outer = undefined;
   }
@@ -493,10 +504,16 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /** Whether the cache can serve: false once ended or expired. */
   private serving(fn: string, cut: StackCut): boolean {
-    return (
+    if (this.servingIn === epoch()) return true;
+    if (
       ((this.flags & (IS_CLOSED | UNTRACKED)) === 0 && now() < this.deadline) ||
       this.stillServing(fn, cut)
-    );
+    ) {
+      // Until the clock's next reading, `now()` returns the one just compared.
+      this.servingIn = readEpoch();
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -563,7 +580,7 @@ export class Cache implements EphemeralCache, ScopeState {
       typeof loader === 'function'
     ) {
       const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
-      if (entry !== undefined && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+      if (entry !== undefined && this.servingIn === epoch()) {
         if (entry.settled) {
           contents.hits++;
           const promise = entry.promise;
@@ -717,8 +734,7 @@ export class Cache implements EphemeralCache, ScopeState {
       contents !== undefined &&
       !composite &&
       group === contents.lastGroup &&
-      (this.flags & IS_CLOSED) === 0 &&
-      now() < this.deadline
+      this.servingIn === epoch()
     ) {
       const map = contents.lastMap as Map<unknown, Entry>;
       const found = map.get(mapKey);
@@ -794,7 +810,7 @@ export class Cache implements EphemeralCache, ScopeState {
       typeof loader === 'function'
     ) {
       const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
-      if (entry?.settled && (this.flags & IS_CLOSED) === 0 && now() < this.deadline) {
+      if (entry?.settled && this.servingIn === epoch()) {
         contents.hits++;
         return entry.value;
       }
