@@ -10,13 +10,8 @@ import onHeaders from 'on-headers';
 import { publishingEnds } from '../diagnostics.js';
 import type { CacheStats, EphemeralCache } from '../index.js';
 import { type ScopeState, scopeStorage } from '../scope.js';
-import {
-  CLIENT_CLOSED,
-  OpenRequest,
-  RESPONSE_FINISHED,
-  type Settings,
-  serverTimingEntry,
-} from './lifecycle.js';
+import { type Settings, serverTimingEntry } from './lifecycle.js';
+import { ResponseRequest } from './response-watch.js';
 
 /**
  * Run `next` (the rest of the request) in a new request scope tied to `res`, and return
@@ -48,66 +43,6 @@ export function runRequest<Req, T>(
 
 /** The scopes' AsyncLocalStorage, shared by every copy of this package (see scope.ts). */
 let storage: AsyncLocalStorage<ScopeState> | undefined;
-
-/** Where a request leaves itself on its response for the shared `'close'` listener. */
-const kRequest = Symbol('context-cache.request');
-
-type Tracked = ServerResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
-
-/** A request on a Node `ServerResponse`, which ends when the response closes. */
-class ResponseRequest<Req> extends OpenRequest<Req> {
-  /** Kept until `track()` runs, which may be never: then the response is not watched. */
-  private res: ServerResponse | undefined;
-
-  constructor(req: Req, settings: Settings<Req>, res: ServerResponse) {
-    super(req, settings);
-    this.res = res;
-  }
-
-  /**
-   * Watch the response for its end: on its `'close'`, or at once if it has closed
-   * already (the cache's first use came from work that outlived the response).
-   */
-  override track(): void {
-    const res = this.res;
-    if (res === undefined) return;
-    this.res = undefined;
-    if (closed(res)) {
-      this.finish(endReason(res));
-      return;
-    }
-    (res as Tracked)[kRequest] = this;
-    res.on('close', onClose);
-  }
-
-  /** Whether the response has closed, asked before `track()` (see `SignalSource.over`). */
-  override over(): boolean {
-    const res = this.res;
-    return res !== undefined && closed(res);
-  }
-}
-
-/** Whether `res` has closed (or is closing), its `'close'` emitted or about to be. */
-function closed(res: ServerResponse): boolean {
-  return res.destroyed || res.closed;
-}
-
-/**
- * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
- * after 'finish' when it has been sent, or when its connection goes first. One shared
- * listener is all on-finished would do for us here, at a fraction of its cost.
- */
-function onClose(this: ServerResponse): void {
-  const request = (this as Tracked)[kRequest];
-  if (request === undefined) return;
-  (this as Tracked)[kRequest] = undefined;
-  request.finish(endReason(this));
-}
-
-/** Why a closed response's request ended: sent in full, or the client went first. */
-function endReason(res: ServerResponse): string {
-  return res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED;
-}
 
 /** Write this request's `Server-Timing` entry when `res` writes its headers. */
 function writeServerTiming(

@@ -1,4 +1,5 @@
 import type { Context, MiddlewareHandler } from 'hono';
+import { publishingEnds } from '../../diagnostics.js';
 import { type ExecutionContext, runWithExecutionContext, scopeStorage } from '../../scope.js';
 import {
   type AdapterOptions,
@@ -10,6 +11,7 @@ import {
   type Settings,
   serverTimingEntry,
 } from '../lifecycle.js';
+import { ResponseRequest, type WatchedResponse } from '../response-watch.js';
 
 /** Options of the Hono middleware; `onEnd` receives Hono's `c`. */
 export type Options = AdapterOptions<Context>;
@@ -19,27 +21,21 @@ const HONO_USAGE = {
   right: 'app.use(contextCache()) or app.use(contextCache({ serverTiming: true }))',
 };
 
-/** The part of Node's `ServerResponse` the adapter watches. */
-interface NodeResponse {
-  once(event: 'close', listener: () => void): unknown;
-  readonly writableFinished: boolean;
-}
-
 /**
  * The Node response `@hono/node-server` passes as `c.env.outgoing`, if any. Recognised
  * by shape, so the adapter imports nothing of Node's and loads on every runtime.
  */
-function nodeResponse(c: Context): NodeResponse | undefined {
+function nodeResponse(c: Context): WatchedResponse | undefined {
   const env: unknown = c.env;
   if (typeof env !== 'object' || env === null) return undefined;
   const outgoing = (env as { outgoing?: unknown }).outgoing;
   if (
     typeof outgoing === 'object' &&
     outgoing !== null &&
-    typeof (outgoing as NodeResponse).once === 'function' &&
-    typeof (outgoing as NodeResponse).writableFinished === 'boolean'
+    typeof (outgoing as WatchedResponse).on === 'function' &&
+    typeof (outgoing as WatchedResponse).writableFinished === 'boolean'
   ) {
-    return outgoing as NodeResponse;
+    return outgoing as WatchedResponse;
   }
   return undefined;
 }
@@ -154,17 +150,16 @@ function appendServerTiming(c: Context, request: OpenRequest<Context>): void {
   }
 }
 
-/** On `@hono/node-server`: the request ends when the Node response closes. */
+/**
+ * On `@hono/node-server`: the request ends when the Node response closes, which the
+ * request watches from its cache's first use (see `ResponseRequest`).
+ */
 async function serveOnNode(
   c: Context,
   next: () => Promise<void>,
   request: OpenRequest<Context>,
   settings: Settings<Context>,
-  res: NodeResponse,
 ): Promise<void> {
-  // 'close' comes once, just after 'finish' when the response was sent, or when the
-  // connection went first (Node 20 and later).
-  res.once('close', () => request.finish(res.writableFinished ? RESPONSE_FINISHED : CLIENT_CLOSED));
   await next();
   if (settings.serverTiming) appendServerTiming(c, request);
 }
@@ -250,12 +245,18 @@ export function contextCache(options?: Options): MiddlewareHandler {
     // itself, as in node-response.ts (a function in between costs more on Node 24).
     const outer = storage.getStore()?.cache;
     if (outer !== undefined && !outer.ended) return next();
-    const server = fetchServer(c);
-    const request = server === 'deno' ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
     const res = nodeResponse(c);
     if (res !== undefined) {
-      return request.open(() => serveOnNode(c, next, request, settings, res));
+      // As on the other adapters on a Node response: watched from the cache's first use,
+      // or from the start when someone waits for every request's end.
+      const request = new ResponseRequest(c, settings, res);
+      return request.open(
+        () => serveOnNode(c, next, request, settings),
+        settings.onEnd === undefined && !publishingEnds(),
+      );
     }
+    const server = fetchServer(c);
+    const request = server === 'deno' ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
     const execution = server === undefined ? executionContext(c) : undefined;
     const serve = () => request.open(() => serveOnFetch(c, next, request, settings));
     return execution === undefined ? serve() : runWithExecutionContext(execution, serve);

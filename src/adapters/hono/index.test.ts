@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
@@ -67,6 +67,55 @@ describe('hono adapter mounted twice', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('hono on @hono/node-server watching the response', () => {
+  /**
+   * The Node response's 'close' listener counts: at the start, after looking at the
+   * cache, right after a first lookup, and before and right after a second one. Taken
+   * without an await in between: @hono/node-server adds a listener of its own once the
+   * handler has awaited.
+   */
+  async function closeListeners(options?: Options): Promise<number[]> {
+    const counts: number[] = [];
+    const app = new Hono<{ Bindings: { outgoing: ServerResponse } }>();
+    app.use(contextCache(options));
+    app.get('/', async (c) => {
+      const res = c.env.outgoing;
+      counts.push(res.listenerCount('close'));
+      // Looking at the cache is not using it.
+      expect(getContextCache()?.stats().loads).toBe(0);
+      counts.push(res.listenerCount('close'));
+      const first = getWithContextCache('hono-watch', 1, async () => 1);
+      counts.push(res.listenerCount('close'));
+      await first;
+      counts.push(res.listenerCount('close'));
+      const second = getWithContextCache('hono-watch', 2, async () => 2);
+      counts.push(res.listenerCount('close'));
+      await second;
+      return c.text('ok');
+    });
+    const server = await listen(createAdaptorServer({ fetch: app.fetch }) as Server);
+    try {
+      const res = await fetch(`http://127.0.0.1:${server.port}/`);
+      expect(await res.text()).toBe('ok');
+    } finally {
+      await server.close();
+    }
+    return counts;
+  }
+
+  it("adds its listener on the cache's first use, or from the start when onEnd waits for the end", async () => {
+    const [start, looked, used, before, again] = await closeListeners();
+    // A request that never uses its cache adds nothing to its response.
+    expect(looked).toBe(start);
+    expect(used).toBe((start as number) + 1);
+    expect(again).toBe(before);
+    const eager = await closeListeners({ onEnd: () => {} });
+    expect(eager[0]).toBe((start as number) + 1);
+    expect(eager[2]).toBe(eager[0]);
+    expect(eager[4]).toBe(eager[3]);
   });
 });
 
