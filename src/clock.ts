@@ -66,14 +66,16 @@ function refresh(): number {
   if (timer === undefined) timer = outsideScope(start);
   if (timer !== undefined) {
     cached = time;
-    // Small integers (V8 compares them without unboxing), never NONE or STALE.
+    // Small integers (V8 compares them without unboxing), never NONE or STALE. They
+    // come round again after 2^30 readings, 50 ms or more apart: a mark could only match
+    // a later epoch by chance in a cache left unused for over a year and a half.
     epochs = (epochs + 1) & 0x3fffffff;
     current = epochs;
   }
   return time;
 }
 
-/** Milliseconds since the epoch, at most `RESOLUTION` ms old. */
+/** Unix time in milliseconds, at most `RESOLUTION` ms old. */
 export function now(): number {
   return cached !== 0 ? cached : refresh();
 }
