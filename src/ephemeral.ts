@@ -206,6 +206,8 @@ const WARNED_EXPIRED = 8;
  * slow half of the serving check, which starts the watch.
  */
 const UNTRACKED = 16;
+/** Ended because the client closed the connection before the response was sent. */
+const CLIENT_GONE = 32;
 
 /**
  * What a request cache holds and counts, made on its first lookup or write: a request
@@ -481,6 +483,17 @@ export class Cache implements EphemeralCache, ScopeState {
   }
 
   /**
+   * End the cache because the request's client closed the connection first (an
+   * adapter's call): as `end()`, and a later lookup's warning says so, with the advice
+   * that fits (watch the request's signal) rather than the one for leftover work.
+   */
+  endClientGone(): void {
+    if ((this.flags & IS_ENDED) !== 0) return;
+    this.flags |= CLIENT_GONE;
+    this.end();
+  }
+
+  /**
    * End a transaction's cache when its function has settled: like `end()`, without
    * publishing on `context-cache:end` (a transaction is not a request).
    */
@@ -533,9 +546,14 @@ export class Cache implements EphemeralCache, ScopeState {
       if ((flags & WARNED_ENDED) === 0) {
         this.flags |= WARNED_ENDED;
         warn(
-          `${fn}() ran after its request had ended, so nothing was cached: this code ` +
-            'outlives the response. Run work that continues after the response in ' +
-            'detach() or runInBackground(), which give it its own scope and timeout.',
+          (flags & CLIENT_GONE) !== 0
+            ? `${fn}() ran after its request's client had closed the connection, so ` +
+                'nothing was cached. Stop the work of a request whose client has gone: ' +
+                'currentSignal() (ctx.signal in loaders) aborted when it left. Run work ' +
+                'that must finish anyway in detach() or runInBackground().'
+            : `${fn}() ran after its request had ended, so nothing was cached: this code ` +
+                'outlives the response. Run work that continues after the response in ' +
+                'detach() or runInBackground(), which give it its own scope and timeout.',
           ENDED,
           cut,
         );

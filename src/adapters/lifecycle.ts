@@ -9,7 +9,7 @@
 
 import { setMaxListeners } from 'node:events';
 import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, type SignalSource } from '../ephemeral.js';
-import type { CacheStats, EphemeralCache } from '../index.js';
+import type { CacheStats } from '../index.js';
 import { runInScope } from '../scope.js';
 import { checkOptionNames, describe, isCount, isDuration, warnWithDetail } from '../warnings.js';
 
@@ -148,7 +148,7 @@ export function checkAdapterOptions<Req>(
  * request ended, it is already aborted.
  */
 export class OpenRequest<Req> implements SignalSource {
-  cache: EphemeralCache | undefined = undefined;
+  cache: Cache | undefined = undefined;
   private controller: AbortController | undefined = undefined;
   private reason: string | undefined = undefined;
   /** The framework's request, kept only for `onEnd`, so the cache's scope need not reach it. */
@@ -204,7 +204,8 @@ export class OpenRequest<Req> implements SignalSource {
     if (this.reason !== undefined) return;
     this.reason = reason;
     const cache = this.cache;
-    cache?.end();
+    if (reason === CLIENT_CLOSED) cache?.endClientGone();
+    else cache?.end();
     this.controller?.abort(abortReason(reason));
     const onEnd = this.settings.onEnd;
     if (onEnd === undefined || cache === undefined) return;
