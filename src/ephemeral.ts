@@ -517,11 +517,17 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /** Whether the cache can serve: false once ended or expired. */
   private serving(fn: string, cut: StackCut): boolean {
-    if (this.servingIn === epoch()) return true;
-    if (
-      ((this.flags & (IS_CLOSED | UNTRACKED)) === 0 && now() < this.deadline) ||
-      this.stillServing(fn, cut)
-    ) {
+    return this.servingIn === epoch() || this.fresh() || this.stillServing(fn, cut);
+  }
+
+  /**
+   * The serving check once the epoch differs (once per clock reading on Node, Bun and
+   * Deno; on every lookup where readings are not reused, as on Workers): open, watched
+   * and within the lifetime by the clock. The hit paths call it too, so a hit stays on
+   * the hit path wherever the clock is read every time.
+   */
+  private fresh(): boolean {
+    if ((this.flags & (IS_CLOSED | UNTRACKED)) === 0 && now() < this.deadline) {
       // Until the clock's next reading, `now()` returns the one just compared.
       this.servingIn = readEpoch();
       return true;
@@ -539,7 +545,10 @@ export class Cache implements EphemeralCache, ScopeState {
     if ((this.flags & UNTRACKED) !== 0) this.track();
     const flags = this.flags;
     if ((flags & IS_CLOSED) === 0) {
-      if (now() < this.deadline) return true;
+      if (now() < this.deadline) {
+        this.servingIn = readEpoch();
+        return true;
+      }
       this.flags |= IS_CLOSED;
     }
     if ((flags & IS_ENDED) !== 0) {
@@ -598,7 +607,7 @@ export class Cache implements EphemeralCache, ScopeState {
       typeof loader === 'function'
     ) {
       const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
-      if (entry !== undefined && this.servingIn === epoch()) {
+      if (entry !== undefined && (this.servingIn === epoch() || this.fresh())) {
         if (entry.settled) {
           contents.hits++;
           const promise = entry.promise;
@@ -752,7 +761,7 @@ export class Cache implements EphemeralCache, ScopeState {
       contents !== undefined &&
       !composite &&
       group === contents.lastGroup &&
-      this.servingIn === epoch()
+      (this.servingIn === epoch() || this.fresh())
     ) {
       const map = contents.lastMap as Map<unknown, Entry>;
       const found = map.get(mapKey);
@@ -828,7 +837,7 @@ export class Cache implements EphemeralCache, ScopeState {
       typeof loader === 'function'
     ) {
       const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
-      if (entry?.settled && this.servingIn === epoch()) {
+      if (entry?.settled && (this.servingIn === epoch() || this.fresh())) {
         contents.hits++;
         return entry.value;
       }
