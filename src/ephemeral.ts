@@ -214,15 +214,19 @@ const CLIENT_GONE = 32;
  * that never looks anything up (a health check, a static file) only pays for the
  * `Cache` itself. `end()` drops the entries and keeps the counts.
  *
- * Primitive keys: the group looked up last is kept in `lastGroup` / `lastMap`, where
- * the hit path reads it without a map lookup. Most requests use one or two groups, so
- * the first group lives only there; the `primitives` map of every group is made when a
- * second group arrives (and then holds the last group too).
+ * Primitive keys: the group looked up last is kept in `lastGroup` / `lastMap`, and the
+ * one before it in `otherGroup` / `otherMap`, where the hit paths read them without a map
+ * lookup (runs of one getter, and two getters called in turn). Most requests use one or
+ * two groups, so the first group lives only there; the `primitives` map of every group is
+ * made when a second group arrives (and then holds those two too).
  */
 class Contents implements CacheStats {
   /** The group looked up last and its primitive-key map (a group's map never changes). */
   lastGroup: string | undefined = undefined;
   lastMap: Map<unknown, Entry> | undefined = undefined;
+  /** The group looked up last before `lastGroup`, and its map (always in `primitives`). */
+  otherGroup: string | undefined = undefined;
+  otherMap: Map<unknown, Entry> | undefined = undefined;
   primitives: Map<string, Map<unknown, Entry>> | undefined = undefined;
   composites: Map<string, Map<unknown, Entry>> | undefined = undefined;
   /** Entries inserted so far: the next entry's `seq`. */
@@ -249,14 +253,32 @@ class Contents implements CacheStats {
    * to come in runs of one group, so a primitive group found becomes the last group.
    */
   mapOf(group: string, composite: boolean): Map<unknown, Entry> | undefined {
-    if (composite) return this.composites?.get(group);
+    return composite ? this.composites?.get(group) : this.knownMap(group);
+  }
+
+  /**
+   * The primitive-key map of `group` if it has one: the last group's for one comparison,
+   * else the one in `primitives`, which then becomes the last. The hit paths start here,
+   * so code that alternates between getters of two groups stays on them; a group found
+   * here was checked when its map was made (anything else, a wrong group included,
+   * finds nothing and takes the full path).
+   */
+  knownMap(group: string): Map<unknown, Entry> | undefined {
     if (group === this.lastGroup) return this.lastMap;
+    // Two getters called in turn (a row's author, then its repository) find theirs here,
+    // without a map lookup or a write.
+    if (group === this.otherGroup) return this.otherMap;
     const map = this.primitives?.get(group);
-    if (map !== undefined) {
-      this.lastGroup = group;
-      this.lastMap = map;
-    }
+    if (map !== undefined) this.promote(group, map);
     return map;
+  }
+
+  /** Make `group` the last group, and the last one the other. */
+  private promote(group: string, map: Map<unknown, Entry>): void {
+    this.otherGroup = this.lastGroup;
+    this.otherMap = this.lastMap;
+    this.lastGroup = group;
+    this.lastMap = map;
   }
 
   /** The primitive-key map of `group`, made on first use; it becomes the last group. */
@@ -275,8 +297,7 @@ class Contents implements CacheStats {
       }
       groups.set(group, map);
     }
-    this.lastGroup = group;
-    this.lastMap = map;
+    this.promote(group, map);
     return map;
   }
 
@@ -299,6 +320,8 @@ class Contents implements CacheStats {
   clear(): void {
     this.lastGroup = undefined;
     this.lastMap = undefined;
+    this.otherGroup = undefined;
+    this.otherMap = undefined;
     this.primitives = undefined;
     this.composites = undefined;
     this.size = 0;
@@ -600,13 +623,8 @@ export class Cache implements EphemeralCache, ScopeState {
     thisArg?: unknown,
   ): Promise<unknown> {
     const contents = this.contents;
-    if (
-      contents !== undefined &&
-      group === contents.lastGroup &&
-      typeof key !== 'object' &&
-      typeof loader === 'function'
-    ) {
-      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+    if (contents !== undefined && typeof key !== 'object' && typeof loader === 'function') {
+      const entry = contents.knownMap(group)?.get(key);
       if (entry !== undefined && (this.servingIn === epoch() || this.fresh())) {
         if (entry.settled) {
           contents.hits++;
@@ -754,23 +772,19 @@ export class Cache implements EphemeralCache, ScopeState {
     composite: boolean,
     cut: StackCut,
   ): BatchedEntry | null {
-    // The common case first, as in `fetch`: a primitive key of the group looked up last,
+    // The common case first, as in `fetch`: a primitive key of a group that has its map,
     // in a cache that serves.
     const contents = this.contents;
-    if (
-      contents !== undefined &&
-      !composite &&
-      group === contents.lastGroup &&
-      (this.servingIn === epoch() || this.fresh())
-    ) {
-      const map = contents.lastMap as Map<unknown, Entry>;
+    const map = contents === undefined || composite ? undefined : contents.knownMap(group);
+    if (map !== undefined && (this.servingIn === epoch() || this.fresh())) {
+      const counts = contents as Contents;
       const found = map.get(mapKey);
       if (found === undefined) {
-        contents.misses++;
-        contents.loads++;
+        counts.misses++;
+        counts.loads++;
         return this.link(map, mapKey, false, undefined, undefined);
       }
-      return this.foundBatched(contents, found);
+      return this.foundBatched(counts, found);
     }
     return this.lookupBatchedAny(fn, group, mapKey, composite, cut);
   }
@@ -830,13 +844,8 @@ export class Cache implements EphemeralCache, ScopeState {
   /** The sync lookup behind `getWithContextCacheSync`; its hit path is `fetch`'s. */
   fetchSync(group: string, key: CacheKey, loader: SyncLoader, cut: StackCut): unknown {
     const contents = this.contents;
-    if (
-      contents !== undefined &&
-      group === contents.lastGroup &&
-      typeof key !== 'object' &&
-      typeof loader === 'function'
-    ) {
-      const entry = (contents.lastMap as Map<unknown, Entry>).get(key);
+    if (contents !== undefined && typeof key !== 'object' && typeof loader === 'function') {
+      const entry = contents.knownMap(group)?.get(key);
       if (entry?.settled && (this.servingIn === epoch() || this.fresh())) {
         contents.hits++;
         return entry.value;

@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import {
+  contextBatched,
   contextCached,
   currentSignal,
   getContextCache,
@@ -33,6 +34,14 @@ describe('no scope, no caching', () => {
     removeContextData('setting', 'theme');
   });
 });
+
+/** A loader per group that records `group key` in `loads` and returns the same text. */
+function recordingLoader(loads: string[]) {
+  return (group: string) => (key: number) => {
+    loads.push(`${group} ${key}`);
+    return `${group} ${key}`;
+  };
+}
 
 describe('in-flight dedup', () => {
   it('hands every concurrent caller the same pending promise and runs the loader once', async () => {
@@ -86,10 +95,7 @@ describe('in-flight dedup', () => {
   it('keeps every group as lookups move between groups, sync and async alike', async () => {
     await withCacheContext(async () => {
       const loads: string[] = [];
-      const load = (group: string) => (key: number) => {
-        loads.push(`${group} ${key}`);
-        return `${group} ${key}`;
-      };
+      const load = recordingLoader(loads);
       // The first group, a second one, back to the first, then a third, twice over.
       for (let round = 0; round < 2; round++) {
         for (const group of ['user', 'repo', 'user', 'org']) {
@@ -111,6 +117,54 @@ describe('in-flight dedup', () => {
       );
       expect(() => getWithContextCache('org', Symbol('k') as never, load('org'))).toThrow(
         /key must be/,
+      );
+    });
+  });
+
+  it('keeps every group apart when getters of two or three groups are called in turn', async () => {
+    await withCacheContext(async () => {
+      const loads: string[] = [];
+      const load = recordingLoader(loads);
+      const byBatch = contextBatched('turns-team', async (keys: readonly number[]) => {
+        loads.push(`turns-team ${keys.join(',')}`);
+        return keys.map((key) => `turns-team ${key}`);
+      });
+      // Two groups in turn, call by call, then three in turn, then the batched one too.
+      const orders = [
+        ['turns-user', 'turns-repo'],
+        ['turns-user', 'turns-repo', 'turns-org'],
+        ['turns-repo', 'turns-team', 'turns-user', 'turns-team'],
+      ];
+      for (const order of orders) {
+        for (let i = 0; i < 6; i++) {
+          for (const group of order) {
+            const key = 1 + (i % 2);
+            const want = `${group} ${key}`;
+            if (group === 'turns-team') expect(await byBatch(key)).toBe(want);
+            else if (i % 3 === 0)
+              expect(getWithContextCacheSync(group, key, load(group))).toBe(want);
+            else expect(await getWithContextCache(group, key, load(group))).toBe(want);
+          }
+        }
+      }
+      expect([...loads].sort()).toEqual(
+        [
+          'turns-org 1',
+          'turns-org 2',
+          'turns-repo 1',
+          'turns-repo 2',
+          'turns-team 1',
+          'turns-team 2',
+          'turns-user 1',
+          'turns-user 2',
+        ].sort(),
+      );
+      // 12 + 18 + 24 lookups, 8 of them the first of their key.
+      expect(getContextCache()?.stats()).toMatchObject({ misses: 8, loads: 8, hits: 46 });
+      // With two groups in the slots, a wrong group or loader is still an error.
+      expect(() => getWithContextCacheSync('', 1, load(''))).toThrow(/group/);
+      expect(() => getWithContextCache('turns-user', 1, 5 as never)).toThrow(
+        /loader must be a function/,
       );
     });
   });
