@@ -6,7 +6,7 @@
 //   node --expose-gc micro.mjs [--quick] [--json FILE] [--filter REGEXP] [--contender NAME]
 //                              [--baseline ENTRY]
 //
-// After the scenarios, the "user shapes" (ids shape-*): four calls written as a user
+// After the scenarios, the "user shapes" (ids shape-*): five calls written as a user
 // writes them (lib/shapes.mjs), ours against a hand-rolled AsyncLocalStorage map, in
 // 9 interleaved rounds. `--baseline ENTRY` adds another build of this package (its ESM
 // entry, such as a copy of an older dist/index.js) as a third contender there, so a
@@ -401,6 +401,12 @@ const SHAPES = [
     'sync',
   ],
   [
+    'shape-turns',
+    "getWithContextCacheSync('ga', 1, loader) and ('gb', 2, loader) in turn, in withCacheContext",
+    'syncHitsInTurn',
+    'turns',
+  ],
+  [
     'shape-request',
     "await withCacheContext(() => getWithContextCache('g', 1, loader)): a request, one miss",
     'oneMissRequests',
@@ -434,6 +440,7 @@ if (SHAPES.length > 0 && (only === undefined || only === 'context-cache')) {
   const want = {
     awaitedHits: [1000, 1],
     syncHits: [10000, 1],
+    syncHitsInTurn: [15000, 2],
     oneMissRequests: [100, 100],
     coldHerd: [2, 1],
   };

@@ -1,4 +1,4 @@
-// The four calls of the "user shapes" section of micro.mjs, written as a user writes
+// The five calls of the "user shapes" section of micro.mjs, written as a user writes
 // them: direct calls with a literal group, each in a plain `for` loop. micro.mjs imports
 // this module once per contender (`shapes.mjs?c=<name>`), so every contender runs its own
 // copy of these functions and no call site here ever sees two libraries: as in an
@@ -18,7 +18,7 @@ export function use(api) {
 }
 
 /** Calls per timed run of each shape: a sample is one run; ns per call = sample ÷ calls. */
-export const CALLS = { awaited: 1000, sync: 10000, request: 100, herd: 1 };
+export const CALLS = { awaited: 1000, sync: 10000, turns: 10000, request: 100, herd: 1 };
 
 export let loads = 0;
 const loader = (key) => {
@@ -41,6 +41,22 @@ export function syncHits() {
   return withCacheContext(() => {
     let sum = 0;
     for (let i = 0; i < 10000; i++) sum += getWithContextCacheSync('gs', 1, loader);
+    return sum;
+  });
+}
+
+/**
+ * `getWithContextCacheSync('ga', 1, loader)` and `getWithContextCacheSync('gb', 2,
+ * loader)` in turn inside `withCacheContext(() => …)`: two getters called by the same
+ * code, as a row asks for its author and then its repository.
+ */
+export function syncHitsInTurn() {
+  return withCacheContext(() => {
+    let sum = 0;
+    for (let i = 0; i < 5000; i++) {
+      sum += getWithContextCacheSync('ga', 1, loader);
+      sum += getWithContextCacheSync('gb', 2, loader);
+    }
     return sum;
   });
 }
