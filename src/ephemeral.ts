@@ -264,7 +264,12 @@ class Contents implements CacheStats {
    * finds nothing and takes the full path).
    */
   knownMap(group: string): Map<unknown, Entry> | undefined {
-    if (group === this.lastGroup) return this.lastMap;
+    // Small enough to inline into every hit path: the rest is a call of its own.
+    return group === this.lastGroup ? this.lastMap : this.notLastMap(group);
+  }
+
+  /** `knownMap` for a group other than the last one. */
+  private notLastMap(group: string): Map<unknown, Entry> | undefined {
     // Two getters called in turn (a row's author, then its repository) find theirs here,
     // without a map lookup or a write.
     if (group === this.otherGroup) return this.otherMap;
