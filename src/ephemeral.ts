@@ -545,7 +545,15 @@ export class Cache implements EphemeralCache, ScopeState {
 
   /** Whether the cache can serve: false once ended or expired. */
   private serving(fn: string, cut: StackCut): boolean {
-    return this.servingIn === epoch() || this.fresh() || this.stillServing(fn, cut);
+    return this.servesNow() || this.stillServing(fn, cut);
+  }
+
+  /**
+   * The hit paths' serving check: one integer comparison while the clock's epoch is the
+   * one this cache last found itself serving in, else `fresh()`.
+   */
+  private servesNow(): boolean {
+    return this.servingIn === epoch() || this.fresh();
   }
 
   /**
@@ -630,7 +638,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.contents;
     if (contents !== undefined && typeof key !== 'object' && typeof loader === 'function') {
       const entry = contents.knownMap(group)?.get(key);
-      if (entry !== undefined && (this.servingIn === epoch() || this.fresh())) {
+      if (entry !== undefined && this.servesNow()) {
         if (entry.settled) {
           contents.hits++;
           const promise = entry.promise;
@@ -781,7 +789,7 @@ export class Cache implements EphemeralCache, ScopeState {
     // in a cache that serves.
     const contents = this.contents;
     const map = contents === undefined || composite ? undefined : contents.knownMap(group);
-    if (map !== undefined && (this.servingIn === epoch() || this.fresh())) {
+    if (map !== undefined && this.servesNow()) {
       const counts = contents as Contents;
       const found = map.get(mapKey);
       if (found === undefined) {
@@ -851,7 +859,7 @@ export class Cache implements EphemeralCache, ScopeState {
     const contents = this.contents;
     if (contents !== undefined && typeof key !== 'object' && typeof loader === 'function') {
       const entry = contents.knownMap(group)?.get(key);
-      if (entry?.settled && (this.servingIn === epoch() || this.fresh())) {
+      if (entry?.settled && this.servesNow()) {
         contents.hits++;
         return entry.value;
       }
