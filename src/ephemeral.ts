@@ -578,15 +578,14 @@ export class Cache implements EphemeralCache, ScopeState {
    * called, where the warning's stack trace starts.
    */
   private stillServing(fn: string, cut: StackCut): boolean {
-    if ((this.flags & UNTRACKED) !== 0) this.track();
-    const flags = this.flags;
-    if ((flags & IS_CLOSED) === 0) {
-      if (now() < this.deadline) {
-        this.servingIn = readEpoch();
-        return true;
-      }
-      this.flags |= IS_CLOSED;
+    // An untracked cache is watched from now on, which may end it; otherwise `fresh()`
+    // has just said no, so the cache has ended or expired.
+    if ((this.flags & UNTRACKED) !== 0) {
+      this.track();
+      if (this.fresh()) return true;
     }
+    const flags = this.flags;
+    this.flags |= IS_CLOSED;
     if ((flags & IS_ENDED) !== 0) {
       if ((flags & WARNED_ENDED) === 0) {
         this.flags |= WARNED_ENDED;
@@ -788,16 +787,17 @@ export class Cache implements EphemeralCache, ScopeState {
     // The common case first, as in `fetch`: a primitive key of a group that has its map,
     // in a cache that serves.
     const contents = this.contents;
-    const map = contents === undefined || composite ? undefined : contents.knownMap(group);
-    if (map !== undefined && this.servesNow()) {
-      const counts = contents as Contents;
-      const found = map.get(mapKey);
-      if (found === undefined) {
-        counts.misses++;
-        counts.loads++;
-        return this.link(map, mapKey, false, undefined, undefined);
+    if (contents !== undefined && !composite) {
+      const map = contents.knownMap(group);
+      if (map !== undefined && this.servesNow()) {
+        const found = map.get(mapKey);
+        if (found === undefined) {
+          contents.misses++;
+          contents.loads++;
+          return this.link(map, mapKey, false, undefined, undefined);
+        }
+        return this.foundBatched(contents, found);
       }
-      return this.foundBatched(counts, found);
     }
     return this.lookupBatchedAny(fn, group, mapKey, composite, cut);
   }
