@@ -43,7 +43,23 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
       return `${id}:${key}`;
     });
 
+  /** Record the reason of request `id`'s signal when it aborts. */
+  const watchReason = (id: string) => {
+    const signal = lib.currentSignal();
+    signal?.addEventListener('abort', () => {
+      reasons.set(id, String((signal.reason as Error | undefined)?.message ?? signal.reason));
+    });
+  };
+
   const app = new Hono();
+  // Mounted before the adapter: whether the request's cache had ended by the time the
+  // adapter returned (a complete body, on the runtimes' own servers) or not (a body the
+  // runtime has yet to read, or a Node response that has yet to be sent).
+  app.use('/r/*', async (c, next) => {
+    await next();
+    const id = c.req.path.split('/').pop() ?? '';
+    c.header('x-ended-on-return', String(ended.has(id)));
+  });
   app.use(
     '/r/*',
     adapter.contextCache({
@@ -128,6 +144,32 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
     });
     return c.body(body);
   });
+
+  // The same JSON as a response made by hand: the adapter cannot tell that its body is
+  // complete, and waits until the runtime has read it.
+  app.get('/r/by-hand/:id', async (c) => {
+    const id = c.req.param('id');
+    watchReason(id);
+    const value = await getValue(id, 'user');
+    return new Response(JSON.stringify({ value }), {
+      headers: { 'content-type': 'application/json' },
+    });
+  });
+
+  // `c.json` with a header set after the handler returned: Hono makes a new response
+  // over the same body, which is still complete.
+  app.get(
+    '/r/reheadered/:id',
+    async (c, next) => {
+      await next();
+      c.header('x-inner', 'set after the handler');
+    },
+    async (c) => {
+      const id = c.req.param('id');
+      watchReason(id);
+      return c.json({ value: await getValue(id, 'user') });
+    },
+  );
 
   // Work that outlives the response.
   app.get('/r/background/:id', (c) => {

@@ -5,15 +5,20 @@ import { binary, readLines, runtimeSuite, startEntry } from './driver.js';
 
 // Deno from the `deno` npm package (its binary comes as a per-platform optional dependency).
 // --sloppy-imports lets the entry's `.js` imports find the `.ts` files beside it.
-runtimeSuite('Deno (Deno.serve)', () =>
-  startEntry('deno', binary('deno', 'deno'), [
-    'run',
-    '--sloppy-imports',
-    '--allow-read',
-    '--allow-net=127.0.0.1',
-    '--allow-env',
-    'test/runtimes/deno.ts',
-  ]),
+runtimeSuite(
+  'Deno (Deno.serve)',
+  () =>
+    startEntry('deno', binary('deno', 'deno'), [
+      'run',
+      '--sloppy-imports',
+      '--allow-read',
+      '--allow-net=127.0.0.1',
+      '--allow-env',
+      'test/runtimes/deno.ts',
+    ]),
+  // Deno gives `new Response(res.body, res)` a stream of its own for a body Deno made:
+  // a response Hono remakes to set a header after the handler is watched like any other.
+  { remadeBodyKept: false },
 );
 
 describe('Deno (Deno.serve(app.fetch)), an app that never reads the request signal', () => {

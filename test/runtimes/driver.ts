@@ -132,7 +132,21 @@ async function endOf(base: string, id: string): Promise<EndRecord> {
 export function runtimeSuite(
   name: string,
   start: () => Promise<RunningRuntime>,
-  { app = true }: { app?: boolean } = {},
+  {
+    app = true,
+    nodeServer = false,
+    remadeBodyKept = true,
+  }: {
+    app?: boolean;
+    /** Hono on `@hono/node-server`: every cache ends when the Node response has been sent. */
+    nodeServer?: boolean;
+    /**
+     * Whether `new Response(res.body, res)` keeps `res.body` (Deno makes a new stream for
+     * a body it made itself): a response Hono remade over a complete body is then still
+     * known to be complete.
+     */
+    remadeBodyKept?: boolean;
+  } = {},
 ): void {
   describe(name, () => {
     let running: RunningRuntime | undefined;
@@ -241,6 +255,37 @@ export function runtimeSuite(
       expect(end.chunks).toBe(1);
       expect(end.reason).toMatch(/client closed the connection/);
     });
+
+    it(
+      nodeServer
+        ? 'every response ends its cache once the Node response has been sent'
+        : "a response made with Hono's helpers from a complete body ends its cache when the handlers return; a body made by hand or streamed, once the runtime has read it",
+      async () => {
+        const { base } = up();
+        const cases: [path: string, id: string, onReturn: boolean][] = [
+          ['page', 'e1', !nodeServer],
+          ['reheadered', 'e2', !nodeServer && remadeBodyKept],
+          ['by-hand', 'e3', false],
+          ['stream', 'e4', false],
+        ];
+        for (const [path, id, onReturn] of cases) {
+          const res = await fetch(`${base}/r/${path}/${id}`, {
+            signal: AbortSignal.timeout(10_000),
+          });
+          expect(res.status, path).toBe(200);
+          expect(res.headers.get('x-ended-on-return'), path).toBe(String(onReturn));
+          const body = await res.text();
+          expect(body, path).toContain(`${id}:user`);
+          if (path === 'reheadered')
+            expect(res.headers.get('x-inner')).toBe('set after the handler');
+          const end = await endOf(base, id);
+          expect(end.calls, path).toBe(1);
+          expect(end.closed, path).toBe(true);
+          if (path !== 'stream')
+            expect(end.reason, path).toBe('context-cache: the response finished');
+        }
+      },
+    );
 
     it('background work started by a request finishes after the response', async () => {
       const { base } = up();

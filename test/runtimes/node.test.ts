@@ -31,4 +31,4 @@ async function startNode(): Promise<RunningRuntime> {
   };
 }
 
-runtimeSuite(`Node ${process.versions.node} (@hono/node-server)`, startNode);
+runtimeSuite(`Node ${process.versions.node} (@hono/node-server)`, startNode, { nodeServer: true });

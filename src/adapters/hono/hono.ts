@@ -13,7 +13,11 @@ import {
 } from '../lifecycle.js';
 import { ResponseRequest, type WatchedResponse } from '../response-watch.js';
 
-/** Options of the Hono middleware; `onEnd` receives Hono's `c`. */
+/**
+ * Options of the Hono middleware; `onEnd` receives Hono's `c`. On Bun, Deno and Workers,
+ * a response made with Hono's helpers from a complete body (`c.json`, `c.text`, …) is
+ * done when the handlers return: `onEnd` runs then, just before the runtime sends it.
+ */
 export type Options = AdapterOptions<Context>;
 
 const HONO_USAGE = {
@@ -142,6 +146,109 @@ function watchBody(
   );
 }
 
+/** One of Hono's response helpers (`c.body`, `c.text`, …): the body comes first. */
+type ResponseHelper = (data: unknown, arg?: unknown, headers?: unknown) => unknown;
+
+/** The helpers of `c` whose responses the adapter notes, and how each treats its body. */
+interface ResponseHelpers {
+  body: ResponseHelper;
+  newResponse: ResponseHelper;
+  text: ResponseHelper;
+  json: ResponseHelper;
+  html: ResponseHelper;
+}
+
+const HELPERS = ['body', 'newResponse', 'text', 'json', 'html'] as const;
+
+/**
+ * Whether Hono's response helpers are fields of each `c` that can be replaced (Hono 4
+ * makes them arrow functions per context); checked on the first request. Where they are
+ * not, every response body is watched.
+ */
+let helpersReplaceable: boolean | undefined;
+
+function canReplaceHelpers(c: Context): boolean {
+  helpersReplaceable ??= HELPERS.every((name) => {
+    const field = Object.getOwnPropertyDescriptor(c, name);
+    return field?.writable === true && typeof field.value === 'function';
+  });
+  return helpersReplaceable;
+}
+
+/**
+ * Whether a response body made of `data` is complete when the response is made: a
+ * string, bytes, a `Blob` (a file too), form data or nothing. Its bytes are there when
+ * the handler returns and no code of the application runs to produce them, unlike a
+ * `ReadableStream`'s (anything else is taken for one).
+ */
+function completeBody(data: unknown): boolean {
+  if (typeof data === 'string' || data === null || data === undefined) return true;
+  if (typeof data !== 'object') return false;
+  return (
+    data instanceof ArrayBuffer ||
+    ArrayBuffer.isView(data) ||
+    (typeof Blob === 'function' && data instanceof Blob) ||
+    (typeof URLSearchParams === 'function' && data instanceof URLSearchParams) ||
+    (typeof FormData === 'function' && data instanceof FormData)
+  );
+}
+
+/**
+ * Note the responses the application makes with Hono's helpers from a complete body
+ * (`c.json`, `c.text`, `c.html`, and `c.body` / `c.newResponse` with a string, bytes or
+ * a `Blob`): `complete.response` is the last of them. Each helper of `c` is replaced by
+ * one that calls it and notes what it made, so a helper taken off `c`
+ * (`const { json } = c`) notes too.
+ */
+function noteCompleteResponses(c: Context): { response: unknown } {
+  const complete: { response: unknown } = { response: undefined };
+  const helpers = c as unknown as ResponseHelpers;
+  const { body, newResponse, text, json, html } = helpers;
+  helpers.body = (data, arg, headers) => {
+    const made = body(data, arg, headers);
+    if (completeBody(data)) complete.response = made;
+    return made;
+  };
+  helpers.newResponse = (data, arg, headers) => {
+    const made = newResponse(data, arg, headers);
+    if (completeBody(data)) complete.response = made;
+    return made;
+  };
+  helpers.text = (data, arg, headers) => {
+    const made = text(data, arg, headers);
+    complete.response = made;
+    return made;
+  };
+  helpers.json = (data, arg, headers) => {
+    const made = json(data, arg, headers);
+    complete.response = made;
+    return made;
+  };
+  helpers.html = (data, arg, headers) => {
+    const made = html(data, arg, headers);
+    // Given a promise (async JSX), `c.html` resolves to the response once it has the text.
+    if (made instanceof Promise) {
+      return made.then((response: unknown) => {
+        complete.response = response;
+        return response;
+      });
+    }
+    complete.response = made;
+    return made;
+  };
+  return complete;
+}
+
+/**
+ * Whether `res`, the request's final response, is one noted as made from a complete
+ * body, or the same body in a response made over it (Hono makes a new response when a
+ * header is set after the handler has returned, handing it the same body stream).
+ */
+function isComplete(res: Response, noted: unknown): boolean {
+  if (res === noted) return true;
+  return noted instanceof Response && res.body !== null && res.body === noted.body;
+}
+
 /** Append this request's entry to the response's `Server-Timing` header. */
 function appendServerTiming(c: Context, request: OpenRequest<Context>): void {
   const cache = request.cache;
@@ -165,9 +272,11 @@ async function serveOnNode(
 }
 
 /**
- * On the runtimes' own servers (Bun, Deno, Workers) and `app.request()`: the request
- * ends when the runtime has read the whole body, or when the request's signal aborts
- * (the client went away), whichever comes first.
+ * On the runtimes' own servers (Bun, Deno, Workers) and `app.request()`: a response the
+ * application made with Hono's helpers from a complete body (`c.json`, `c.text`, a
+ * string or bytes) ends the request when the handlers have returned; any other body
+ * ends it when the runtime has read all of it. The request's signal aborting (the
+ * client went away) ends it before either.
  */
 async function serveOnFetch(
   c: Context,
@@ -189,6 +298,7 @@ async function serveOnFetch(
   } else {
     signal?.addEventListener('abort', onAbort);
   }
+  const noted = canReplaceHelpers(c) ? noteCompleteResponses(c) : undefined;
   try {
     await next();
   } catch (err) {
@@ -197,13 +307,17 @@ async function serveOnFetch(
     end(BODY_FAILED);
     throw err;
   }
+  // A body that was complete when its response was made needs nothing more of the
+  // application: the response is done now, and its body goes to the runtime as it is.
+  const complete = noted !== undefined && isComplete(c.res, noted.response);
   if (settings.serverTiming) appendServerTiming(c, request);
+  // Checked before `body` is read, which on some runtimes makes the body's stream.
   const res = c.res;
-  const body = res.body;
-  if (body === null) {
+  if (complete || res.body === null) {
     end(RESPONSE_FINISHED);
     return;
   }
+  const body = res.body;
   const watched = new Response(watchBody(body, end), res);
   // Hono copies the old response's headers into a response assigned over it; this one
   // already has them, and `undefined` first is Hono's way to replace a response whole.
@@ -218,8 +332,11 @@ async function serveOnFetch(
  * - On `@hono/node-server` the cache ends when the Node response has been sent, or the
  *   connection closed.
  * - On Bun (`Bun.serve`), Deno (`Deno.serve`), Cloudflare Workers and `app.request()`,
- *   the response body is passed through the adapter and the cache ends once the runtime
- *   has read all of it, or when the request's signal aborts (the client went away).
+ *   a response made with `c.json`, `c.text`, `c.html`, or `c.body` from a string, bytes
+ *   or a `Blob` is complete when the handlers return, and the cache ends then. Any other
+ *   body (a `ReadableStream`, Hono's `stream()` helpers, a `Response` made by hand) is
+ *   passed through the adapter, and the cache ends once the runtime has read all of it.
+ *   Either way the request's signal aborting (the client went away) ends it first.
  * - On Workers, `runInBackground` tasks started by the request are handed to the
  *   request's `waitUntil` (`c.executionCtx`), so they are not cut off with it.
  *

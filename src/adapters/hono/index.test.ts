@@ -5,7 +5,12 @@ import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { expectOuterCacheOnly, listen } from '../../../test/adapters/node.js';
 import { type AppSpec, adapterTable } from '../../../test/adapters/table.js';
-import { type CacheStats, getContextCache, getWithContextCache } from '../../index.js';
+import {
+  type CacheStats,
+  currentSignal,
+  getContextCache,
+  getWithContextCache,
+} from '../../index.js';
 import { contextCache, type Options } from './index.js';
 
 function view(c: Context, body?: unknown) {
@@ -139,6 +144,154 @@ describe('hono without a Node response (app.request)', () => {
     expect(loads).toBe(1);
     expect(ends).toHaveLength(1);
     expect(ends[0]).toMatchObject({ hits: 1, loads: 1 });
+  });
+});
+
+describe('hono without a Node response: when a response is done', () => {
+  /**
+   * Serve `respond` through the adapter with `app.request()` and report whether the
+   * request's cache had ended when `app.request()` resolved (before anything read the
+   * body), the body, the headers, and the end's counts and signal reason. `inner` is
+   * mounted between the adapter and the route.
+   */
+  async function serve(
+    respond: (c: Context) => Response | Promise<Response>,
+    inner?: MiddlewareHandler,
+  ) {
+    const ends: CacheStats[] = [];
+    const reasons: string[] = [];
+    const app = new Hono();
+    app.use(contextCache({ serverTiming: true, onEnd: (stats) => ends.push(stats) }));
+    if (inner) app.use(inner);
+    app.get('/', async (c) => {
+      await getWithContextCache('done', 1, async () => 'loaded');
+      const signal = currentSignal();
+      signal?.addEventListener('abort', () => reasons.push((signal.reason as Error).message));
+      return respond(c);
+    });
+    const res = await app.request('/');
+    const endedOnReturn = ends.length;
+    const body = await res.text();
+    // A watched body ends the request once read; give its last pull a turn.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    return { res, body, endedOnReturn, ends, reasons };
+  }
+
+  const complete: [string, (c: Context) => Response | Promise<Response>, string][] = [
+    ['c.json', (c) => c.json({ a: 1 }), '{"a":1}'],
+    ['c.text', (c) => c.text('plain'), 'plain'],
+    ['c.text with a status', (c) => c.text('made', 201), 'made'],
+    ['c.html with a string', (c) => c.html('<p>hi</p>'), '<p>hi</p>'],
+    ['c.html with a promise', (c) => c.html(Promise.resolve('<p>later</p>')), '<p>later</p>'],
+    ['c.body with a string', (c) => c.body('body'), 'body'],
+    ['c.body with bytes', (c) => c.body(new TextEncoder().encode('bytes')), 'bytes'],
+    ['c.body with a Blob', (c) => c.body(new Blob(['blob']) as never), 'blob'],
+    ['c.newResponse with a string', (c) => c.newResponse('new'), 'new'],
+    [
+      'json taken off c',
+      (c) => {
+        const { json } = c;
+        return json({ taken: true });
+      },
+      '{"taken":true}',
+    ],
+  ];
+
+  for (const [name, respond, expected] of complete) {
+    it(`ends the cache when the handlers return for ${name}, with the body and headers intact`, async () => {
+      const { res, body, endedOnReturn, ends, reasons } = await serve(respond);
+      expect(endedOnReturn).toBe(1);
+      expect(body).toBe(expected);
+      expect(res.headers.get('server-timing')).toBe(
+        'context-cache;desc="hits=0 joins=0 misses=1 loads=1 batches=0"',
+      );
+      expect(ends).toHaveLength(1);
+      expect(reasons).toEqual(['context-cache: the response finished']);
+    });
+  }
+
+  it('ends the cache when the handlers return for a redirect (no body)', async () => {
+    const { res, endedOnReturn, ends } = await serve((c) => c.redirect('/elsewhere'));
+    expect(res.status).toBe(302);
+    expect(endedOnReturn).toBe(1);
+    expect(ends).toHaveLength(1);
+  });
+
+  it('still ends it on return when a middleware sets a header after the handler (same body)', async () => {
+    const { res, body, endedOnReturn } = await serve(
+      (c) => c.json({ a: 1 }),
+      async (c, next) => {
+        await next();
+        c.header('x-after', 'yes');
+      },
+    );
+    expect(res.headers.get('x-after')).toBe('yes');
+    expect(body).toBe('{"a":1}');
+    expect(endedOnReturn).toBe(1);
+  });
+
+  const watched: [string, (c: Context) => Response | Promise<Response>, string][] = [
+    [
+      'a ReadableStream',
+      (c) =>
+        c.body(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(new TextEncoder().encode('streamed'));
+              controller.close();
+            },
+          }),
+        ),
+      'streamed',
+    ],
+    ['a Response made by hand', () => new Response('by hand'), 'by hand'],
+  ];
+
+  for (const [name, respond, expected] of watched) {
+    it(`keeps the cache until the body has been read for ${name}`, async () => {
+      const { body, endedOnReturn, ends, reasons } = await serve(respond);
+      expect(endedOnReturn).toBe(0);
+      expect(body).toBe(expected);
+      expect(ends).toHaveLength(1);
+      expect(reasons).toEqual(['context-cache: the response finished']);
+    });
+  }
+
+  it('watches the body a middleware put in place of a complete one', async () => {
+    const { body, endedOnReturn, ends } = await serve(
+      (c) => c.json({ a: 1 }),
+      async (c, next) => {
+        await next();
+        const text = await c.res.text();
+        c.res = new Response(
+          new ReadableStream({
+            async pull(controller) {
+              // Produced after the handlers returned, in the request's scope.
+              const open = getContextCache() !== undefined;
+              controller.enqueue(new TextEncoder().encode(`${text} open=${open}`));
+              controller.close();
+            },
+          }),
+        );
+      },
+    );
+    expect(endedOnReturn).toBe(0);
+    expect(body).toBe('{"a":1} open=true');
+    expect(ends).toHaveLength(1);
+  });
+
+  it("ends it on return for the error response of Hono's onError", async () => {
+    const ends: CacheStats[] = [];
+    const app = new Hono();
+    app.onError((_err, c) => c.text('failed', 500));
+    app.use(contextCache({ onEnd: (stats) => ends.push(stats) }));
+    app.get('/', () => {
+      throw new Error('handler failed');
+    });
+    const res = await app.request('/');
+    expect(ends).toHaveLength(1);
+    expect(res.status).toBe(500);
+    expect(await res.text()).toBe('failed');
   });
 });
 
