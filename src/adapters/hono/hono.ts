@@ -66,6 +66,55 @@ function fetchServer(c: Context): 'deno' | 'bun' | undefined {
 }
 
 /**
+ * A request on a fetch runtime's server (Bun, Workers, `app.request()`): its client
+ * going away is the request's signal aborting, watched from the cache's first use (as
+ * the adapters on a Node response watch theirs), or from the start when someone waits
+ * for every request's end. A request that never uses its cache adds no listener.
+ * Listens as an object with `handleEvent`, so watching makes no closure.
+ */
+class FetchRequest extends OpenRequest<Context> {
+  /** The runtime's request, until its signal is watched. */
+  private raw: Request | undefined;
+  private watched: AbortSignal | undefined = undefined;
+
+  constructor(c: Context, settings: Settings<Context>) {
+    super(c, settings);
+    this.raw = c.req.raw;
+  }
+
+  override track(): void {
+    const raw = this.raw;
+    if (raw === undefined) return;
+    this.raw = undefined;
+    const signal = raw.signal;
+    if (signal.aborted) {
+      this.finish(CLIENT_CLOSED);
+      return;
+    }
+    this.watched = signal;
+    signal.addEventListener('abort', this);
+  }
+
+  override over(): boolean {
+    return this.raw?.signal.aborted === true;
+  }
+
+  /** The runtime's request signal aborted: the client went away. */
+  handleEvent(): void {
+    this.finish(CLIENT_CLOSED);
+  }
+
+  override finish(reason: string): void {
+    const watched = this.watched;
+    if (watched !== undefined) {
+      this.watched = undefined;
+      watched.removeEventListener('abort', this);
+    }
+    super.finish(reason);
+  }
+}
+
+/**
  * A request served by `Deno.serve`, where merely reading `request.signal` makes Deno
  * print a notice about its legacy abort (that signal also aborts when the response was
  * delivered): the adapter reads it only when the request's own signal is first asked
@@ -284,20 +333,9 @@ async function serveOnFetch(
   request: OpenRequest<Context>,
   settings: Settings<Context>,
 ): Promise<void> {
-  // On Deno the request's signal is watched once the application asks for it (see
-  // DenoRequest); the body still ends the request when it has been read or cancelled.
-  const signal: AbortSignal | undefined =
-    request instanceof DenoRequest ? undefined : c.req.raw.signal;
-  const onAbort = (): void => end(CLIENT_CLOSED);
-  const end = (reason: string): void => {
-    signal?.removeEventListener('abort', onAbort);
-    request.finish(reason);
-  };
-  if (signal?.aborted) {
-    end(CLIENT_CLOSED);
-  } else {
-    signal?.addEventListener('abort', onAbort);
-  }
+  // The request's signal is watched by the request itself (FetchRequest, DenoRequest);
+  // here the body ends it, once the handlers have returned or the runtime has read it.
+  const end = (reason: string): void => request.finish(reason);
   const noted = canReplaceHelpers(c) ? noteCompleteResponses(c) : undefined;
   try {
     await next();
@@ -373,9 +411,12 @@ export function contextCache(options?: Options): MiddlewareHandler {
       );
     }
     const server = fetchServer(c);
-    const request = server === 'deno' ? new DenoRequest(c, settings) : new OpenRequest(c, settings);
+    const request =
+      server === 'deno' ? new DenoRequest(c, settings) : new FetchRequest(c, settings);
     const execution = server === undefined ? executionContext(c) : undefined;
-    const serve = () => request.open(() => serveOnFetch(c, next, request, settings));
+    const untracked =
+      request instanceof FetchRequest && settings.onEnd === undefined && !publishingEnds();
+    const serve = () => request.open(() => serveOnFetch(c, next, request, settings), untracked);
     return execution === undefined ? serve() : runWithExecutionContext(execution, serve);
   };
 }

@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import type { Server, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { createAdaptorServer } from '@hono/node-server';
@@ -292,6 +293,85 @@ describe('hono without a Node response: when a response is done', () => {
     expect(ends).toHaveLength(1);
     expect(res.status).toBe(500);
     expect(await res.text()).toBe('failed');
+  });
+});
+
+describe("hono without a Node response: watching the request's signal", () => {
+  /**
+   * Serve one request through the adapter with `app.request()` on a Request whose signal
+   * the test aborts; `handler` runs in the route with `raw`, the request's own signal
+   * (as the runtime's server hands it), and `abort`.
+   */
+  async function serve(
+    handler: (raw: AbortSignal, abort: () => void) => Promise<unknown>,
+    options?: Options,
+  ) {
+    const controller = new AbortController();
+    const app = new Hono();
+    app.use(contextCache(options));
+    app.get('/', async (c) => c.json(await handler(c.req.raw.signal, () => controller.abort())));
+    const res = await app.request(new Request('http://localhost/', { signal: controller.signal }));
+    return res.json();
+  }
+
+  it("adds its abort listener on the cache's first use, or from the start when onEnd waits for the end", async () => {
+    const counts = (await serve(async (raw) => {
+      const seen = [getEventListeners(raw, 'abort').length];
+      // Looking at the cache is not using it.
+      expect(getContextCache()).toBeDefined();
+      seen.push(getEventListeners(raw, 'abort').length);
+      await getWithContextCache('watch', 1, async () => 1);
+      seen.push(getEventListeners(raw, 'abort').length);
+      await getWithContextCache('watch', 2, async () => 2);
+      seen.push(getEventListeners(raw, 'abort').length);
+      return seen;
+    })) as number[];
+    const [start, looked, used, again] = counts;
+    expect(looked).toBe(start);
+    expect(used).toBe((start as number) + 1);
+    expect(again).toBe(used);
+    const eager = (await serve(async (raw) => [getEventListeners(raw, 'abort').length], {
+      onEnd: () => {},
+    })) as number[];
+    expect(eager[0]).toBe((start as number) + 1);
+  });
+
+  it('ends a used cache when the client goes away mid-handler, with the reason saying so', async () => {
+    const ends: CacheStats[] = [];
+    const seen = await serve(
+      async (_raw, abort) => {
+        await getWithContextCache('gone', 1, async () => 1);
+        const signal = currentSignal();
+        abort();
+        return {
+          open: getContextCache() !== undefined,
+          reason: (signal?.reason as Error | undefined)?.message,
+        };
+      },
+      { onEnd: (stats) => ends.push(stats) },
+    );
+    expect(seen).toEqual({
+      open: false,
+      reason: 'context-cache: the client closed the connection before the response finished',
+    });
+    expect(ends).toHaveLength(1);
+  });
+
+  it('finds a cache not used yet already ended once the client has gone', async () => {
+    let loads = 0;
+    const seen = await serve(async (_raw, abort) => {
+      abort();
+      const open = getContextCache() !== undefined;
+      // Passes through, uncached, with one warning.
+      await getWithContextCache('gone-first', 1, async () => ++loads);
+      await getWithContextCache('gone-first', 1, async () => ++loads);
+      return { open, reason: (currentSignal()?.reason as Error | undefined)?.message };
+    });
+    expect(seen).toEqual({
+      open: false,
+      reason: 'context-cache: the client closed the connection before the response finished',
+    });
+    expect(loads).toBe(2);
   });
 });
 
