@@ -198,7 +198,7 @@ function watchBody(
 /** One of Hono's response helpers (`c.body`, `c.text`, …): the body comes first. */
 type ResponseHelper = (data: unknown, arg?: unknown, headers?: unknown) => unknown;
 
-/** The helpers of `c` whose responses the adapter notes, and how each treats its body. */
+/** The helpers of `c` whose responses the adapter notes. */
 interface ResponseHelpers {
   body: ResponseHelper;
   newResponse: ResponseHelper;
@@ -245,47 +245,35 @@ function completeBody(data: unknown): boolean {
 /**
  * Note the responses the application makes with Hono's helpers from a complete body
  * (`c.json`, `c.text`, `c.html`, and `c.body` / `c.newResponse` with a string, bytes or
- * a `Blob`): `complete.response` is the last of them. Each helper of `c` is replaced by
- * one that calls it and notes what it made, so a helper taken off `c`
- * (`const { json } = c`) notes too.
+ * a `Blob`): `noted.response` is the last of them. Each helper of `c` is replaced by one
+ * that calls it and notes what it made, so a helper taken off `c` (`const { json } = c`)
+ * notes too.
  */
 function noteCompleteResponses(c: Context): { response: unknown } {
-  const complete: { response: unknown } = { response: undefined };
+  const noted: { response: unknown } = { response: undefined };
   const helpers = c as unknown as ResponseHelpers;
-  const { body, newResponse, text, json, html } = helpers;
-  helpers.body = (data, arg, headers) => {
-    const made = body(data, arg, headers);
-    if (completeBody(data)) complete.response = made;
-    return made;
-  };
-  helpers.newResponse = (data, arg, headers) => {
-    const made = newResponse(data, arg, headers);
-    if (completeBody(data)) complete.response = made;
-    return made;
-  };
-  helpers.text = (data, arg, headers) => {
-    const made = text(data, arg, headers);
-    complete.response = made;
-    return made;
-  };
-  helpers.json = (data, arg, headers) => {
-    const made = json(data, arg, headers);
-    complete.response = made;
-    return made;
-  };
-  helpers.html = (data, arg, headers) => {
-    const made = html(data, arg, headers);
-    // Given a promise (async JSX), `c.html` resolves to the response once it has the text.
-    if (made instanceof Promise) {
-      return made.then((response: unknown) => {
-        complete.response = response;
-        return response;
-      });
-    }
-    complete.response = made;
-    return made;
-  };
-  return complete;
+  /** `helper`, noting its response when its body is complete (`always`: every body is). */
+  const noting =
+    (helper: ResponseHelper, always: boolean): ResponseHelper =>
+    (data, arg, headers) => {
+      const made = helper(data, arg, headers);
+      if (!always && !completeBody(data)) return made;
+      // Given a promise (async JSX), `c.html` resolves to the response once it has the text.
+      if (made instanceof Promise) {
+        return made.then((response: unknown) => {
+          noted.response = response;
+          return response;
+        });
+      }
+      noted.response = made;
+      return made;
+    };
+  helpers.body = noting(helpers.body, false);
+  helpers.newResponse = noting(helpers.newResponse, false);
+  helpers.text = noting(helpers.text, true);
+  helpers.json = noting(helpers.json, true);
+  helpers.html = noting(helpers.html, true);
+  return noted;
 }
 
 /**
