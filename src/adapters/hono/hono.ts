@@ -83,6 +83,11 @@ class FetchRequest extends OpenRequest<Context> {
   }
 
   override track(): void {
+    this.watch();
+  }
+
+  /** Watch the runtime's request signal (once), or end the request if it has aborted. */
+  protected watch(): void {
     const raw = this.raw;
     if (raw === undefined) return;
     this.raw = undefined;
@@ -120,19 +125,13 @@ class FetchRequest extends OpenRequest<Context> {
  * delivered): the adapter reads it only when the request's own signal is first asked
  * for, which is when an application relies on it.
  */
-class DenoRequest extends OpenRequest<Context> {
-  private readonly raw: Request;
-
-  constructor(c: Context, settings: Settings<Context>) {
-    super(c, settings);
-    this.raw = c.req.raw;
-  }
+class DenoRequest extends FetchRequest {
+  /** Nothing on the cache's first use: its cache opens tracked, so `over()` is not asked. */
+  override track(): void {}
 
   override makeSignal(): AbortSignal {
     const signal = super.makeSignal();
-    const raw = this.raw.signal;
-    if (raw.aborted) this.finish(CLIENT_CLOSED);
-    else raw.addEventListener('abort', () => this.finish(CLIENT_CLOSED), { once: true });
+    this.watch();
     return signal;
   }
 }
@@ -402,8 +401,7 @@ export function contextCache(options?: Options): MiddlewareHandler {
     const request =
       server === 'deno' ? new DenoRequest(c, settings) : new FetchRequest(c, settings);
     const execution = server === undefined ? executionContext(c) : undefined;
-    const untracked =
-      request instanceof FetchRequest && settings.onEnd === undefined && !publishingEnds();
+    const untracked = server !== 'deno' && settings.onEnd === undefined && !publishingEnds();
     const serve = () => request.open(() => serveOnFetch(c, next, request, settings), untracked);
     return execution === undefined ? serve() : runWithExecutionContext(execution, serve);
   };
