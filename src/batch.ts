@@ -56,7 +56,7 @@ export interface ContextBatchedFunction<K extends CacheKey, V> {
   (key: K): Promise<V>;
   /**
    * The values of `keys`, in their order, loaded through one batch (plus hits). Rejects
-   * with the first failing key's error, like `Promise.all`.
+   * like `Promise.all`: with the error of the first key to fail.
    */
   many(keys: readonly K[]): Promise<V[]>;
   /**
@@ -98,10 +98,13 @@ class Pending {
    */
   readonly entries: BatchedEntry[] = [];
   /**
-   * The queued keys' indexes by map key, made when an entry lookup cannot tell whether a
-   * key is queued already: without a serving cache, or after an entry was dropped.
+   * The queued keys' indexes by map key, primitive and composite apart (an encoded
+   * composite key is a string, which may equal a string key), made when an entry lookup
+   * cannot tell whether a key is queued already: without a serving cache, or after an
+   * entry was dropped.
    */
   byKey: Map<unknown, number> | undefined = undefined;
+  byComposite: Map<unknown, number> | undefined = undefined;
 
   constructor(owner: object, scope: ScopeState | undefined) {
     this.owner = owner;
@@ -109,23 +112,33 @@ class Pending {
     this.removals = scope?.cache?.removals ?? 0;
   }
 
-  /** The index of `mapKey` if it is queued already, else -1. */
-  indexOf(mapKey: unknown): number {
-    let byKey = this.byKey;
-    if (byKey === undefined) {
-      byKey = new Map();
+  /** The index of `mapKey` (composite or not) if it is queued already, else -1. */
+  indexOf(mapKey: unknown, composite: boolean): number {
+    if (this.byKey === undefined) {
+      const byKey = new Map<unknown, number>();
+      const byComposite = new Map<unknown, number>();
       const keys = this.keys;
-      for (let i = 0; i < keys.length; i++) byKey.set(mapKeyOf(FN, keys[i]), i);
+      for (let i = 0; i < keys.length; i++) {
+        const key = keys[i];
+        if (typeof key === 'object' && key !== null) byComposite.set(mapKeyOf(FN, key), i);
+        else byKey.set(key, i);
+      }
       this.byKey = byKey;
+      this.byComposite = byComposite;
     }
-    return byKey.get(mapKey) ?? -1;
+    return ((composite ? this.byComposite : this.byKey) as Map<unknown, number>).get(mapKey) ?? -1;
   }
 
   /**
    * Queue a key with the request-cache entry made for it, or `null` (then a loose entry
    * holds its promise); sets the entry's `promise` and returns it.
    */
-  add(key: CacheKey, mapKey: unknown, entry: BatchedEntry | null): Promise<unknown> {
+  add(
+    key: CacheKey,
+    mapKey: unknown,
+    composite: boolean,
+    entry: BatchedEntry | null,
+  ): Promise<unknown> {
     const index = this.keys.length;
     this.keys.push(key);
     const promise = new Promise<unknown>(executor);
@@ -133,12 +146,24 @@ class Pending {
     const held = entry ?? looseEntry();
     held.promise = promise;
     this.entries.push(held);
-    this.byKey?.set(mapKey, index);
+    if (this.byKey !== undefined) {
+      ((composite ? this.byComposite : this.byKey) as Map<unknown, number>).set(mapKey, index);
+    }
     return promise;
   }
 }
 
 function ignore(): void {}
+
+/**
+ * One element of a batch's result as the shared tier takes it: a failure marked, a
+ * promise's outcome awaited (and marked if it fails), a value as it is.
+ */
+function sharedElement(value: unknown): unknown {
+  if (value instanceof Error) return batchFailure(value);
+  if (isThenable(value)) return Promise.resolve(value).then(sharedElement, batchFailure);
+  return value;
+}
 
 /** What a timed-out batch call resolves to in the shared path. */
 const TIMED_OUT: unique symbol = Symbol('timed out');
@@ -288,14 +313,23 @@ export function contextBatched<K extends CacheKey, V>(
   function call(pending: Pending, from: number, to: number): void {
     const scope = pending.scope;
     const n = to - from;
-    const keys = (n === pending.keys.length ? pending.keys : pending.keys.slice(from, to)) as K[];
+    const queued = pending.keys;
     const ctx = scope?.loaderContext ?? EMPTY_CONTEXT;
     // A transaction's reads may see its own uncommitted writes: they never reach the
     // shared tier.
     if (view !== undefined && ctx.transaction === undefined) {
-      throughShared(view, pending, from, to, keys);
+      throughShared(
+        view,
+        pending,
+        from,
+        to,
+        (n === queued.length ? queued : queued.slice(from, to)) as K[],
+      );
       return;
     }
+    // The batch function gets an array of its own: one that sorts or filters its keys in
+    // place changes nothing the results are matched against.
+    const keys = queued.slice(from, to) as K[];
     scope?.cache?.countBatch();
     let result: unknown;
     try {
@@ -368,8 +402,10 @@ export function contextBatched<K extends CacheKey, V>(
   /** One call of `batch` for the shared tier: one element per key, failures marked. */
   async function runForShared(keys: readonly K[], ctx: LoaderContext): Promise<unknown[]> {
     const n = keys.length;
+    // Its own array, as in `call`.
+    const given = keys.slice();
     let call: Promise<unknown> = Promise.resolve(
-      tracingBatches() ? traceBatch(group, n, () => batch(keys, ctx)) : batch(keys, ctx),
+      tracingBatches() ? traceBatch(group, n, () => batch(given, ctx)) : batch(given, ctx),
     );
     if (timeout !== undefined) {
       const limit = timeout;
@@ -385,22 +421,25 @@ export function contextBatched<K extends CacheKey, V>(
         batchFailure(new LoadTimeoutError(FN, group, key, timeout as number)),
       );
     }
+    let out: unknown[];
     if (Array.isArray(values)) {
       if (values.length !== n) throw lengthError(values.length, n);
-      return values.map((value) => (value instanceof Error ? batchFailure(value) : value));
-    }
-    if (isMapLike(values)) {
+      out = values.map(sharedElement);
+    } else if (isMapLike(values)) {
       let encoded: Map<unknown, unknown> | undefined;
-      return keys.map((key) => {
+      out = keys.map((key) => {
         let value = values.get(key);
         if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
           encoded ??= encodeMapKeys(values);
           value = encoded.get(mapKeyOf(FN, key));
         }
-        return value instanceof Error ? batchFailure(value) : value;
+        return sharedElement(value);
       });
+    } else {
+      throw shapeError(values);
     }
-    throw shapeError(values);
+    // Elements that were promises are awaited here: the store is given values.
+    return out.some(isThenable) ? Promise.all(out) : out;
   }
 
   function lengthError(got: number, n: number): TypeError {
@@ -451,6 +490,15 @@ export function contextBatched<K extends CacheKey, V>(
       fail(pending, i, value);
       return;
     }
+    if (isThenable(value)) {
+      // An element that is a promise (`keys.map(async (key) => …)` returned without
+      // `Promise.all`): the key takes its outcome, as DataLoader's would.
+      Promise.resolve(value).then(
+        (settled) => one(pending, i, settled),
+        (err: unknown) => fail(pending, i, err),
+      );
+      return;
+    }
     // An entry that left the cache (or a loose one) is settled for nobody.
     const entry = pending.entries[i] as BatchedEntry;
     entry.settled = true;
@@ -482,16 +530,11 @@ export function contextBatched<K extends CacheKey, V>(
     const scope = currentScope();
     const kind = typeof key;
     const mapKey = kind === 'number' || kind === 'string' ? key : mapKeyOf(FN, key);
+    const composite = kind === 'object' && key !== null;
     const cache = scope?.cache;
     let entry: BatchedEntry | null = null;
     if (cache !== undefined) {
-      entry = cache.lookupBatched(
-        FN,
-        group,
-        mapKey,
-        typeof key === 'object' && key !== null,
-        batched,
-      );
+      entry = cache.lookupBatched(FN, group, mapKey, composite, batched);
       // A hit or a join.
       if (entry !== null && entry.promise !== undefined) return entry.promise as Promise<V>;
     }
@@ -501,9 +544,11 @@ export function contextBatched<K extends CacheKey, V>(
     const index =
       entry !== null && (cache as Cache).removals === pending.removals
         ? -1
-        : pending.indexOf(mapKey);
-    if (index < 0) return pending.add(key, mapKey, entry) as Promise<V>;
-    // Queued already (its entry dropped since, or no cache serving): join that load.
+        : pending.indexOf(mapKey, composite);
+    if (index < 0) return pending.add(key, mapKey, composite, entry) as Promise<V>;
+    // Queued already (its entry dropped since, or no cache serving): join that load, and
+    // count the lookup as the join it is rather than the miss counted above.
+    cache?.countRejoin();
     const promise = (pending.entries[index] as BatchedEntry).promise as Promise<unknown>;
     if (entry !== null) {
       entry.promise = promise;

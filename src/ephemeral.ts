@@ -849,6 +849,18 @@ export class Cache implements EphemeralCache, ScopeState {
     if (map !== undefined) this.remove(map, mapKey, entry as Entry);
   }
 
+  /**
+   * The batched lookup just counted as a miss and a load found its key queued already
+   * (its entry dropped since, or no cache serving): count it as the join it is.
+   */
+  countRejoin(): void {
+    if (this.ended) return;
+    const counts = this.hold();
+    counts.misses--;
+    counts.loads--;
+    counts.joins++;
+  }
+
   /** Count one call of a batch function. */
   countBatch(): void {
     if (!this.ended) this.hold().batches++;

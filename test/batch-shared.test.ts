@@ -111,6 +111,44 @@ describe('contextBatched with a shared tier on Redis', () => {
     expect(calls).toEqual([[12, 13], [13]]);
   });
 
+  it('stores what an element that is a promise resolves to, and never a failed one', async () => {
+    const shared = sharedOver(redisStore({ client: admin }));
+    const calls: number[][] = [];
+    const getter = contextBatched(
+      `promised-${++n}`,
+      async (ids: readonly number[]) => {
+        calls.push([...ids]);
+        // Sorted in place, and an async map returned without Promise.all.
+        (ids as number[]).sort((a, b) => b - a);
+        return new Map(
+          ids.map((id) => [
+            id,
+            (async () => {
+              if (id === 13) throw new Error('no 13');
+              return { id };
+            })(),
+          ]),
+        );
+      },
+      { shared },
+    );
+    await withCacheContext(async () => {
+      const settled = await Promise.allSettled([getter(11), getter(12), getter(13)]);
+      expect(settled).toEqual([
+        { status: 'fulfilled', value: { id: 11 } },
+        { status: 'fulfilled', value: { id: 12 } },
+        { status: 'rejected', reason: new Error('no 13') },
+      ]);
+    });
+    await eventually(async () => (await stored()) === 2, 'the good keys are written back');
+    // A new request finds them in Redis: only the failed key is loaded again.
+    await withCacheContext(async () => {
+      expect(await getter(12)).toEqual({ id: 12 });
+      await getter(13).catch(() => undefined);
+    });
+    expect(calls).toEqual([[11, 12, 13], [13]]);
+  });
+
   it('joins keys another request is already loading instead of loading them again', async () => {
     const shared = sharedOver(redisStore({ client: admin }));
     const gate = deferred();

@@ -263,8 +263,35 @@ describe('entries are the request cache', () => {
       expect(getter(7)).toBe(first);
       expect(await first).toBe('v7');
       expect(getContextData(group, 7)).toBe('v7');
+      // The second call joined the queued load: one miss, one load, one join.
+      expect(getContextCache()?.stats()).toMatchObject({ misses: 1, loads: 1, joins: 1 });
     });
     expect(calls).toEqual([[7]]);
+  });
+
+  it('tells a composite key from the string its encoding equals, queued or cached', async () => {
+    const group = fresh('composite');
+    const calls: string[][] = [];
+    const getter = contextBatched(group, async (keys: readonly (string | string[])[]) => {
+      calls.push(keys.map((key) => JSON.stringify(key)));
+      return keys.map((key) => `value of ${JSON.stringify(key)}`);
+    });
+    // Outside a scope, every key is looked up among the queued ones.
+    const outside = await Promise.all([getter(['x']), getter('s1:x'), getter([]), getter('')]);
+    expect(outside).toEqual(['value of ["x"]', 'value of "s1:x"', 'value of []', 'value of ""']);
+    expect(calls).toEqual([['["x"]', '"s1:x"', '[]', '""']]);
+    // In a request whose bound has dropped an entry since the batch opened.
+    const inside = await withCacheContext(
+      () => Promise.all([getter(['a']), getter(['b']), getter(['x']), getter('s1:x')]),
+      { maxEntries: 2 },
+    );
+    expect(inside).toEqual([
+      'value of ["a"]',
+      'value of ["b"]',
+      'value of ["x"]',
+      'value of "s1:x"',
+    ]);
+    expect(calls[1]).toEqual(['["a"]', '["b"]', '["x"]', '"s1:x"']);
   });
 
   it('answers every caller even when the bound evicted its entry while the batch ran', async () => {
@@ -391,6 +418,52 @@ describe('results', () => {
       ).toEqual(['1/x', '2/y', '1/x']);
       expect(await getter([2, 'y'])).toBe('2/y');
       expect(getContextCache()?.stats()).toMatchObject({ misses: 2, joins: 1, hits: 1 });
+    });
+  });
+
+  it('awaits an element that is a promise: its key takes the outcome, and a failure is not cached', async () => {
+    const group = fresh('promised');
+    let round = 0;
+    const getter = contextBatched(group, async (keys: readonly number[]) => {
+      round++;
+      // The slip this guards against: an async map returned without Promise.all.
+      return keys.map(async (key) => {
+        if (key === 2 && round === 1) throw new Error('no 2');
+        return `v${key}`;
+      });
+    });
+    await withCacheContext(async () => {
+      const first = await Promise.allSettled([getter(1), getter(2)]);
+      expect(first).toEqual([
+        { status: 'fulfilled', value: 'v1' },
+        { status: 'rejected', reason: new Error('no 2') },
+      ]);
+      expect(getContextData(group, 1)).toBe('v1');
+      expect(getContextData(group, 2)).toBeUndefined();
+      expect(await getter(2)).toBe('v2');
+      expect(getContextCache()?.stats()).toMatchObject({ errors: 1, loads: 3, batches: 2 });
+    });
+    // Nobody awaits a rejected element: no unhandled rejection (checked after each test).
+    round = 0;
+    await withCacheContext(async () => {
+      void getter(2);
+      await new Promise((resolve) => setImmediate(resolve));
+    });
+  });
+
+  it('gives the batch function an array of its own: sorting it in place moves no value', async () => {
+    const group = fresh('sorting');
+    const getter = contextBatched(group, async (keys: readonly number[]) => {
+      (keys as number[]).sort((a, b) => a - b);
+      return new Map(keys.map((key) => [key, `user ${key}`]));
+    });
+    await withCacheContext(async () => {
+      expect(await Promise.all([getter(3), getter(1), getter(2)])).toEqual([
+        'user 3',
+        'user 1',
+        'user 2',
+      ]);
+      expect(getContextData(group, 3)).toBe('user 3');
     });
   });
 
