@@ -14,6 +14,7 @@
  */
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { isThenable } from './ephemeral.js';
 import {
   currentExecutionContext,
   type ExecutionContext,
@@ -388,15 +389,21 @@ function makePool(options: BackgroundPoolOptions | undefined, run: string, drain
 
   /** Report a task's failure exactly once: its `onError`, else the pool's, else the console. */
   function report(task: Task, err: Error): void {
-    try {
-      if (task.onError !== undefined) task.onError(err);
-      else if (poolOnError !== undefined) poolOnError(err, task.name);
-      else console.error(`context-cache: background task "${task.name}" failed:`, err);
-    } catch (thrown) {
+    const reportFailed = (thrown: unknown): void => {
       console.error(
         `context-cache: the onError handler of background task "${task.name}" threw:`,
         thrown,
       );
+    };
+    try {
+      let reported: unknown;
+      if (task.onError !== undefined) reported = task.onError(err);
+      else if (poolOnError !== undefined) reported = poolOnError(err, task.name);
+      else console.error(`context-cache: background task "${task.name}" failed:`, err);
+      // An async handler's rejection is written the same way, never left unhandled.
+      if (isThenable(reported)) reported.then(undefined, reportFailed);
+    } catch (thrown) {
+      reportFailed(thrown);
     }
   }
 

@@ -11,7 +11,13 @@
 
 import { checkTimeout, LoadTimeoutError } from './deadline.js';
 import { traceBatch, tracingBatches } from './diagnostics.js';
-import { type BatchedEntry, type Cache, EMPTY_CONTEXT, looseEntry } from './ephemeral.js';
+import {
+  type BatchedEntry,
+  type Cache,
+  EMPTY_CONTEXT,
+  isThenable,
+  looseEntry,
+} from './ephemeral.js';
 import { claimGroup } from './groups.js';
 import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
 import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
@@ -188,14 +194,6 @@ const afterPromiseJobs: (fn: () => void) => void =
     : typeof setImmediate === 'function'
       ? (fn) => void setImmediate(fn)
       : (fn) => void setTimeout(fn, 0);
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as PromiseLike<unknown>).then === 'function'
-  );
-}
 
 function isMapLike(value: unknown): value is ReadonlyMap<unknown, unknown> {
   return (

@@ -711,9 +711,18 @@ export class Cache implements EphemeralCache, ScopeState {
       return failed;
     }
     const promise = Promise.resolve(result);
-    // As for a stored load (see `load`): a failure nobody awaits is not unhandled. A
-    // plain value cannot fail, so only a promise gets the handler.
-    if (isThenable(result)) promise.then(undefined, ignore);
+    // As for a stored load (see `load`): a failure nobody awaits is not unhandled, and is
+    // counted while the cache has not ended. A plain value cannot fail, so only a
+    // promise gets the handler.
+    if (isThenable(result)) {
+      if (counts === undefined) {
+        promise.then(undefined, ignore);
+      } else {
+        promise.then(undefined, () => {
+          if (!this.ended) counts.errors++;
+        });
+      }
+    }
     return promise;
   }
 
@@ -734,9 +743,12 @@ export class Cache implements EphemeralCache, ScopeState {
         ? traceLoad(group, key, false, true, () => loader.call(thisArg, key as never, ctx))
         : loader.call(thisArg, key as never, ctx);
     } catch (err) {
-      // Errors are not cached: a throwing loader rejects this call and stores nothing.
+      // Errors are not cached: a throwing loader rejects this call and stores nothing,
+      // and, as for a load that rejects, a failure nobody awaits is not unhandled.
       counts.errors++;
-      return Promise.reject(err);
+      const failed = Promise.reject(err);
+      failed.then(undefined, ignore);
+      return failed;
     }
     if (!isThenable(result)) {
       const promise = Promise.resolve(result);

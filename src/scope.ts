@@ -248,7 +248,11 @@ export function withCacheContext<T>(fn: () => T, options?: CacheContextOptions):
   checkFn('withCacheContext', fn);
   const store = storage ?? scopeStorage();
   const parent = store.getStore();
-  if (parent?.cache !== undefined && !parent.cache.ended) return fn();
+  if (parent?.cache !== undefined && !parent.cache.ended) {
+    // Options are ignored here, and still checked: a call is wrong or right wherever it runs.
+    if (options !== undefined) checkOptions(options);
+    return fn();
+  }
   if (options === undefined) {
     return store.run(new Cache(DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, parent?.signal), fn);
   }

@@ -312,6 +312,30 @@ describe('timeouts and reporting', () => {
     ]);
   });
 
+  it('writes an async onError that rejects with console.error too, never unhandled', async () => {
+    const consoleError = vi.spyOn(console, 'error').mockImplementation(() => {});
+    const unhandled: unknown[] = [];
+    const listener = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      const rejected = new Error('log sink down');
+      const pool = createBackgroundPool({
+        onError: async () => {
+          throw rejected;
+        },
+      });
+      pool.run(() => Promise.reject(new Error('boom')), { name: 'write-back' });
+      await pool.drain();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(consoleError.mock.calls).toEqual([
+        ['context-cache: the onError handler of background task "write-back" threw:', rejected],
+      ]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
+  });
+
   it('hands onError an Error also when the task rejects with something else', async () => {
     const onError = vi.fn<(err: Error) => void>();
     runInBackground(() => Promise.reject('nope'), { name: 'odd', onError });

@@ -60,6 +60,23 @@ describe('lifetime', () => {
     });
   });
 
+  it('counts the failures of lookups that pass through past the lifetime', async () => {
+    await withCacheContext(async () => {
+      time += 5 * 60 * 1000;
+      await expect(
+        getWithContextCache('failing', 1, async () => {
+          throw new Error('async failure');
+        }),
+      ).rejects.toThrow('async failure');
+      await expect(
+        getWithContextCache('failing', 2, () => {
+          throw new Error('sync failure');
+        }),
+      ).rejects.toThrow('sync failure');
+      expect(getContextCache()?.stats()).toMatchObject({ misses: 2, loads: 2, errors: 2 });
+    });
+  });
+
   it('warns once per cache, not once per process', () => {
     for (let i = 0; i < 2; i++) {
       withCacheContext(() => {

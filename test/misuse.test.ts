@@ -188,6 +188,20 @@ describe('options are checked by name', () => {
     });
   }
 
+  it('checks the options of a withCacheContext nested in another too, which it ignores', () => {
+    const nested = (options: unknown) =>
+      withCacheContext(() => withCacheContext(() => 1, options as never));
+    expect(() => nested({ lifetimeMs: 1000 })).toThrow(
+      new TypeError(
+        "withCacheContext(): unknown option options.lifetimeMs (did you mean 'lifetime'?). " +
+          "The known options are 'lifetime', 'maxEntries' or 'signal'.",
+      ),
+    );
+    expect(() => nested({ maxEntries: 'lots' })).toThrow(/options\.maxEntries must be/);
+    expect(() => nested(null)).toThrow(TypeError);
+    expect(nested({ lifetime: 1000 })).toBe(1);
+  });
+
   it('checks the nested lock options and the per-call ttl options too', async () => {
     const shared = createSharedCache<number>({
       store: memoryStore({ max: 10 }),
@@ -326,6 +340,12 @@ describe('a failed lookup that nobody awaits', () => {
     });
     await withCacheContext(async () => {
       void getWithContextCache('unawaited', 1, fail); // stored load
+      void getWithContextCache('unawaited', 3, () => {
+        throw new Error('sync throw in a live cache');
+      });
+      void contextCached('unawaited-getter', (_id: number): Promise<never> => {
+        throw new Error('sync throw in a getter');
+      })(1);
       withNoCacheContext(() => void getWithContextCache('unawaited', 1, fail));
       getContextCache()?.end();
       void getWithContextCache('unawaited', 1, fail); // after the end: pass-through

@@ -8,7 +8,13 @@
  */
 
 import { setMaxListeners } from 'node:events';
-import { Cache, DEFAULT_LIFETIME, DEFAULT_MAX_ENTRIES, type SignalSource } from '../ephemeral.js';
+import {
+  Cache,
+  DEFAULT_LIFETIME,
+  DEFAULT_MAX_ENTRIES,
+  isThenable,
+  type SignalSource,
+} from '../ephemeral.js';
 import type { CacheStats } from '../index.js';
 import { runInScope } from '../scope.js';
 import { checkOptionNames, describe, isCount, isDuration, warnWithDetail } from '../warnings.js';
@@ -27,8 +33,9 @@ export interface AdapterOptions<Req> {
   serverTiming?: boolean;
   /**
    * Called once per request with the final counts, after the response has been sent or
-   * the connection closed (also after a disconnect or an error). A throw is reported
-   * with `process.emitWarning` and does not affect the response.
+   * the connection closed (also after a disconnect or an error). A throw (or an async
+   * `onEnd`'s rejection) is reported with `process.emitWarning` and does not affect the
+   * response.
    */
   onEnd?: (stats: CacheStats, req: Req) => void;
 }
@@ -57,6 +64,26 @@ export const ON_END_FAILED = 'CONTEXT_CACHE_ON_END_FAILED';
 
 /** The options every adapter knows. */
 export const ADAPTER_OPTIONS = ['lifetime', 'maxEntries', 'serverTiming', 'onEnd'] as const;
+
+/**
+ * Set by an adapter on the object that stands for its request (the Node response, or
+ * Hono's `c` on a fetch runtime): the request it opened there.
+ */
+export const OPENED: unique symbol = Symbol('context-cache.request');
+
+/** An object an adapter may have marked with the request it opened there. */
+export type Marked = { [OPENED]?: { readonly cache: Cache | undefined } | undefined };
+
+/**
+ * Whether `outer`, the live cache an adapter finds around it, was opened for this same
+ * request by an adapter mounted before it (mounted twice): then the inner one runs in
+ * it. Any other live cache (a server started inside `withCacheContext`, whose every
+ * connection starts in that scope) belongs to no request of its own, and the adapter
+ * opens the request's own cache rather than share that one between requests.
+ */
+export function openedHere(request: object, outer: Cache): boolean {
+  return (request as Marked)[OPENED]?.cache === outer;
+}
 
 /**
  * Whether `value` is a request the framework handed to a mounted function (a Node
@@ -159,9 +186,11 @@ export class OpenRequest<Req> implements SignalSource {
   /** Whether the request is over, for a cache that does not watch it yet. */
   over?(): boolean;
 
-  constructor(req: Req, settings: Settings<Req>) {
+  /** `on`: the object that stands for this request, marked with it (see `openedHere`). */
+  constructor(req: Req, settings: Settings<Req>, on: object) {
     this.req = settings.onEnd === undefined ? undefined : req;
     this.settings = settings;
+    (on as Marked)[OPENED] = this;
   }
 
   /**
@@ -209,17 +238,26 @@ export class OpenRequest<Req> implements SignalSource {
     this.controller?.abort(abortReason(reason));
     const onEnd = this.settings.onEnd;
     if (onEnd === undefined || cache === undefined) return;
+    let result: unknown;
     try {
-      onEnd(cache.stats(), this.req as Req);
+      result = onEnd(cache.stats(), this.req as Req);
     } catch (err) {
-      warnWithDetail(
-        `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
-          'The response was not affected; catch errors inside onEnd.',
-        ON_END_FAILED,
-        err instanceof Error ? err.stack : undefined,
-      );
+      onEndFailed(err);
+      return;
     }
+    // An async onEnd's rejection is reported the same way, never left unhandled.
+    if (isThenable(result)) result.then(undefined, onEndFailed);
   }
+}
+
+/** Report an `onEnd` that threw or rejected, as a warning; the response is unaffected. */
+function onEndFailed(err: unknown): void {
+  warnWithDetail(
+    `The onEnd callback of the context-cache adapter threw: ${err instanceof Error ? err.message : String(err)}. ` +
+      'The response was not affected; catch errors inside onEnd.',
+    ON_END_FAILED,
+    err instanceof Error ? err.stack : undefined,
+  );
 }
 
 /**

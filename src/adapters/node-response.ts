@@ -10,13 +10,14 @@ import onHeaders from 'on-headers';
 import { publishingEnds } from '../diagnostics.js';
 import type { CacheStats, EphemeralCache } from '../index.js';
 import { type ScopeState, scopeStorage } from '../scope.js';
-import { type Settings, serverTimingEntry } from './lifecycle.js';
+import { openedHere, type Settings, serverTimingEntry } from './lifecycle.js';
 import { ResponseRequest } from './response-watch.js';
 
 /**
  * Run `next` (the rest of the request) in a new request scope tied to `res`, and return
- * what it returns. Inside a scope that already has a live cache (the adapter mounted
- * twice) `next` simply runs in it: the outer adapter owns that cache and ends it.
+ * what it returns. Inside the live cache an adapter opened for this same response (the
+ * adapter mounted twice) `next` simply runs in it: the outer adapter owns that cache and
+ * ends it. Any other enclosing cache is not the request's own (see `openedHere`).
  */
 export function runRequest<Req, T>(
   res: ServerResponse,
@@ -29,7 +30,7 @@ export function runRequest<Req, T>(
   // request (bench/adapter.mjs, one process per build).
   storage ??= scopeStorage();
   const outer = storage.getStore()?.cache;
-  if (outer !== undefined && !outer.ended) return next();
+  if (outer !== undefined && !outer.ended && openedHere(res, outer)) return next();
   const request = new ResponseRequest(req, settings, res);
   // Neither a listener nor a header hook keeps an async context: set up outside the scope,
   // they let `next` itself run in it, with no closure per request.

@@ -5,20 +5,41 @@
  * loads on every runtime.
  */
 
-import { CLIENT_CLOSED, OpenRequest, RESPONSE_FINISHED, type Settings } from './lifecycle.js';
+import {
+  CLIENT_CLOSED,
+  type Marked,
+  OPENED,
+  OpenRequest,
+  RESPONSE_FINISHED,
+  type Settings,
+} from './lifecycle.js';
 
-/** The part of a Node `ServerResponse` a request watches. */
+/** The connection under a response, as far as a request watches it. */
+interface Connection {
+  once(event: 'close', listener: () => void): unknown;
+  readonly destroyed: boolean;
+}
+
+/** The part of a Node `ServerResponse` (or HTTP/2 compatibility response) a request watches. */
 export interface WatchedResponse {
   on(event: 'close', listener: () => void): unknown;
   readonly writableFinished: boolean;
   readonly destroyed: boolean;
   readonly closed: boolean;
+  /** HTTP/1: `null` while a pipelined response waits for the ones before it. */
+  readonly socket?: unknown;
+  /** HTTP/1: the request, whose `socket` is the connection even while `socket` is `null`. */
+  readonly req?: { readonly socket?: Connection | null } | undefined;
+  /** HTTP/2: the stream, which closes where an HTTP/1 response would. */
+  readonly stream?: { readonly destroyed: boolean; readonly closed: boolean } | undefined;
 }
 
-/** Where a request leaves itself on its response for the shared `'close'` listener. */
-const kRequest = Symbol('context-cache.request');
+type Tracked = WatchedResponse & Marked;
 
-type Tracked = WatchedResponse & { [kRequest]?: { finish(reason: string): void } | undefined };
+/** The requests whose responses wait behind others on a connection (pipelining). */
+const kWaiting = Symbol('context-cache.waiting');
+
+type WatchedConnection = Connection & { [kWaiting]?: Set<ResponseRequest<unknown>> | undefined };
 
 /**
  * A request whose response is watched for its end from `track()`: on its `'close'`, or
@@ -28,9 +49,11 @@ type Tracked = WatchedResponse & { [kRequest]?: { finish(reason: string): void }
 export class ResponseRequest<Req> extends OpenRequest<Req> {
   /** Kept until `track()` runs, which may be never: then the response is not watched. */
   private res: WatchedResponse | undefined;
+  /** The connection watched while the response waits for it (see `waitForConnection`). */
+  private connection: WatchedConnection | undefined = undefined;
 
   constructor(req: Req, settings: Settings<Req>, res: WatchedResponse) {
-    super(req, settings);
+    super(req, settings, res);
     this.res = res;
   }
 
@@ -46,8 +69,8 @@ export class ResponseRequest<Req> extends OpenRequest<Req> {
       this.finish(endReason(res));
       return;
     }
-    (res as Tracked)[kRequest] = this;
     res.on('close', onClose);
+    if (res.socket === null) this.waitForConnection(res);
   }
 
   /** Whether the response has closed, asked before `track()` (see `SignalSource.over`). */
@@ -55,23 +78,64 @@ export class ResponseRequest<Req> extends OpenRequest<Req> {
     const res = this.res;
     return res !== undefined && closed(res);
   }
-}
 
-/** Whether `res` has closed (or is closing), its `'close'` emitted or about to be. */
-function closed(res: WatchedResponse): boolean {
-  return res.destroyed || res.closed;
+  override finish(reason: string): void {
+    const connection = this.connection;
+    if (connection !== undefined) {
+      this.connection = undefined;
+      connection[kWaiting]?.delete(this as ResponseRequest<unknown>);
+    }
+    super.finish(reason);
+  }
+
+  /**
+   * A pipelined response waits for the responses before it on its connection, and has
+   * no socket until then: if the connection closes first, Node emits nothing on the
+   * response. Watch the connection instead, with one listener per connection.
+   */
+  private waitForConnection(res: WatchedResponse): void {
+    const connection = res.req?.socket as WatchedConnection | null | undefined;
+    if (connection === null || connection === undefined) return;
+    let waiting = connection[kWaiting];
+    if (waiting === undefined) {
+      waiting = new Set();
+      connection[kWaiting] = waiting;
+      connection.once('close', onConnectionClose);
+    }
+    waiting.add(this as ResponseRequest<unknown>);
+    this.connection = connection;
+  }
 }
 
 /**
- * A response emits 'close' exactly once, whatever happens (Node 20 and later): just
- * after 'finish' when it has been sent, or when its connection goes first. One shared
- * listener is all on-finished would do for us here, at a fraction of its cost.
+ * Whether `res` has closed (or is closing), its `'close'` emitted or about to be; for a
+ * pipelined response still waiting, whether its connection has gone.
+ */
+function closed(res: WatchedResponse): boolean {
+  if (res.destroyed || res.closed) return true;
+  const stream = res.stream;
+  if (stream !== undefined) return stream.destroyed || stream.closed;
+  return res.socket === null && res.req?.socket?.destroyed === true;
+}
+
+/**
+ * A response emits 'close' exactly once once it has a connection (Node 20 and later):
+ * just after 'finish' when it has been sent, or when its connection goes first. One
+ * shared listener is all on-finished would do for us here, at a fraction of its cost.
  */
 function onClose(this: WatchedResponse): void {
-  const request = (this as Tracked)[kRequest];
+  const request = (this as Tracked)[OPENED] as OpenRequest<unknown> | undefined;
   if (request === undefined) return;
-  (this as Tracked)[kRequest] = undefined;
+  (this as Tracked)[OPENED] = undefined;
   request.finish(endReason(this));
+}
+
+/** A connection closed: the responses still waiting on it will never be sent. */
+function onConnectionClose(this: WatchedConnection): void {
+  const waiting = this[kWaiting];
+  this[kWaiting] = undefined;
+  if (waiting === undefined) return;
+  for (const request of waiting) request.finish(CLIENT_CLOSED);
 }
 
 /** Why a closed response's request ended: sent in full, or the client went first. */

@@ -6,6 +6,7 @@
 
 import dc from 'node:diagnostics_channel';
 import { Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import {
   getContextData,
   getWithContextCache,
   setContextData,
+  withCacheContext,
 } from '../../src/index.js';
 
 /** What a route sees of its request, whatever the framework. */
@@ -771,6 +773,101 @@ export function adapterTable(driver: Driver): void {
       expect(warnings).toHaveLength(1);
       expect(warnings[0]?.[1]).toBe('CONTEXT_CACHE_ON_END_FAILED');
       expect(warnings[0]?.[0]).toMatch(/logger is down/);
+    });
+
+    it('reports an async onEnd that rejects as a warning, never an unhandled rejection', async () => {
+      const warnings = recordWarnings();
+      const unhandled = recordUnhandled();
+      const rejected = deferred();
+      const app = await start({
+        options: {
+          onEnd: async () => {
+            await sleep(1);
+            rejected.resolve();
+            throw new Error('metrics backend down');
+          },
+        },
+        routes: { '/ok': async () => ({ json: { fine: true } }) },
+      });
+      const reply = await send(app.port, '/ok');
+      expect(reply.status).toBe(200);
+      await within(rejected.promise, 3000, 'onEnd');
+      await expect.poll(() => warnings.map((w) => w[1])).toEqual(['CONTEXT_CACHE_ON_END_FAILED']);
+      expect(warnings[0]?.[0]).toMatch(/metrics backend down/);
+      await sleep(20);
+      expect(unhandled).toEqual([]);
+    });
+
+    it('gives every request its own cache when the server was started inside withCacheContext', async () => {
+      const ends = endRecorder(driver);
+      let loads = 0;
+      // A bootstrap that caches while it starts the server: every connection starts in
+      // that scope, whose cache must not become one cache for all requests.
+      const app = await withCacheContext(async () => {
+        await getWithContextCache('config', 'boot', async () => 'config');
+        return start({
+          options: { onEnd: ends.onEnd },
+          routes: {
+            '/me': async (req) => {
+              const me = await getWithContextCache('session', 'me', async () => {
+                loads++;
+                return req.query.get('user');
+              });
+              return { json: { me } };
+            },
+          },
+        });
+      });
+      const alice = await send(app.port, '/me?user=alice');
+      const bob = await send(app.port, '/me?user=bob');
+      expect(JSON.parse(alice.body)).toEqual({ me: 'alice' });
+      expect(JSON.parse(bob.body)).toEqual({ me: 'bob' });
+      expect(loads).toBe(2);
+      await expect.poll(() => ends.calls.map((call) => call.path)).toEqual(['/me', '/me']);
+    });
+
+    it('ends a pipelined request whose connection closes while it waits its turn', async () => {
+      const ends = endRecorder(driver);
+      const later: Record<string, boolean> = {};
+      const slowStarted = deferred();
+      const work = async (path: string) => {
+        await getWithContextCache('pipelined', path, async () => path);
+        // Still in the request's scope after the client has gone.
+        setTimeout(() => {
+          later[path] = getContextCache() !== undefined;
+        }, 300);
+      };
+      const app = await start({
+        options: { onEnd: ends.onEnd },
+        routes: {
+          '/slow': async () => {
+            await work('/slow');
+            slowStarted.resolve();
+            await sleep(200);
+            return { json: { ok: true } };
+          },
+          '/fast': async () => {
+            await work('/fast');
+            return { json: { ok: true } };
+          },
+        },
+      });
+      // Two requests in one packet: the second one's response waits behind the first's,
+      // and the client leaves before the first is answered.
+      const socket = connect(app.port, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.write(
+        'GET /slow HTTP/1.1\r\nHost: test\r\n\r\nGET /fast HTTP/1.1\r\nHost: test\r\n\r\n',
+      );
+      await within(slowStarted.promise, 3000, 'the first request');
+      await sleep(20);
+      socket.destroy();
+      await expect
+        .poll(() => ends.calls.map((call) => call.path).sort(), { timeout: 3000 })
+        .toEqual(['/fast', '/slow']);
+      await expect.poll(() => later, { timeout: 3000 }).toEqual({ '/slow': false, '/fast': false });
+      await sleep(50);
+      expect(ends.calls).toHaveLength(2);
     });
 
     it('ends the scope once when a handler throws, with no unhandled rejection', async () => {

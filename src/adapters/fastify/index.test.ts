@@ -1,8 +1,10 @@
+import { connect } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Fastify, { type FastifyPluginCallback, type FastifyRequest } from 'fastify';
 import { afterEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { type AppSpec, adapterTable, type RouteReply } from '../../../test/adapters/table.js';
-import { type EphemeralCache, getContextCache } from '../../index.js';
+import { type EphemeralCache, getContextCache, getWithContextCache } from '../../index.js';
 import { contextCache, type Options } from './index.js';
 
 function view(request: FastifyRequest) {
@@ -115,6 +117,55 @@ describe('fastify plugin', () => {
     const first = seen.onRequest;
     expect(first).toBeDefined();
     for (const name of names) expect(seen[name], name).toBe(first);
+  });
+
+  it('over HTTP/2, finds a cache first used after the response already ended', async () => {
+    const app = Fastify({ http2: true });
+    closers.push(() => app.close());
+    await app.register(contextCache);
+    const warnings: unknown[] = [];
+    const emitWarning = process.emitWarning;
+    process.emitWarning = ((_message: unknown, _type: unknown, code: unknown) =>
+      void warnings.push(code)) as typeof process.emitWarning;
+    closers.push(async () => {
+      process.emitWarning = emitWarning;
+    });
+    const later: { open?: boolean; loads: number } = { loads: 0 };
+    const load = async () => {
+      later.loads++;
+      return 'value';
+    };
+    const done = new Promise<void>((resolve) => {
+      app.get('/', async () => {
+        // Work the handler leaves behind, whose first use of the cache comes after the
+        // response: the response's end is read from its HTTP/2 stream.
+        setTimeout(async () => {
+          later.open = getContextCache() !== undefined;
+          await getWithContextCache('late', 1, load);
+          await getWithContextCache('late', 1, load);
+          resolve();
+        }, 100);
+        return 'ok';
+      });
+    });
+    await app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = app.server.address() as AddressInfo;
+    const client = connect(`http://127.0.0.1:${port}`);
+    const body = await new Promise<string>((resolve, reject) => {
+      const stream = client.request({ ':path': '/' });
+      let text = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      stream.on('end', () => resolve(text));
+      stream.on('error', reject);
+    });
+    client.destroy();
+    expect(body).toBe('ok');
+    await done;
+    expect(later).toEqual({ open: false, loads: 2 });
+    expect(warnings).toEqual(['CONTEXT_CACHE_ENDED']);
   });
 
   it('is named context-cache for dependency checks', () => {

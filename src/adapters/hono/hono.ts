@@ -7,6 +7,7 @@ import {
   CLIENT_CLOSED,
   checkAdapterOptions,
   OpenRequest,
+  openedHere,
   RESPONSE_FINISHED,
   type Settings,
   serverTimingEntry,
@@ -78,7 +79,7 @@ class FetchRequest extends OpenRequest<Context> {
   private watched: AbortSignal | undefined = undefined;
 
   constructor(c: Context, settings: Settings<Context>) {
-    super(c, settings);
+    super(c, settings, c);
     this.raw = c.req.raw;
   }
 
@@ -338,7 +339,9 @@ async function serveOnFetch(
   if (settings.serverTiming) appendServerTiming(c, request);
   // Checked before `body` is read, which on some runtimes makes the body's stream.
   const res = c.res;
-  if (complete || res.body === null) {
+  // Hono answers HEAD with the GET response's headers and no body: the body given here
+  // is dropped unread, so the response is done as well.
+  if (complete || c.req.raw.method === 'HEAD' || res.body === null) {
     end(RESPONSE_FINISHED);
     return;
   }
@@ -386,8 +389,8 @@ export function contextCache(options?: Options): MiddlewareHandler {
     // Mounted twice: the outer one owns the cache and ends it. Read from the storage
     // itself, as in node-response.ts (a function in between costs more on Node 24).
     const outer = storage.getStore()?.cache;
-    if (outer !== undefined && !outer.ended) return next();
     const res = nodeResponse(c);
+    if (outer !== undefined && !outer.ended && openedHere(res ?? c, outer)) return next();
     if (res !== undefined) {
       // As on the other adapters on a Node response: watched from the cache's first use,
       // or from the start when someone waits for every request's end.

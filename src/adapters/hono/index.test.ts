@@ -11,6 +11,7 @@ import {
   currentSignal,
   getContextCache,
   getWithContextCache,
+  withCacheContext,
 } from '../../index.js';
 import { contextCache, type Options } from './index.js';
 
@@ -279,6 +280,49 @@ describe('hono without a Node response: when a response is done', () => {
     expect(endedOnReturn).toBe(0);
     expect(body).toBe('{"a":1} open=true');
     expect(ends).toHaveLength(1);
+  });
+
+  it('ends the cache on return for a HEAD request, whose streamed body Hono drops unread', async () => {
+    const ends: CacheStats[] = [];
+    const app = new Hono();
+    app.use(contextCache({ onEnd: (stats) => ends.push(stats) }));
+    let later: boolean | undefined;
+    app.get('/', async (c) => {
+      await getWithContextCache('head', 1, async () => 'loaded');
+      setTimeout(() => {
+        later = getContextCache() !== undefined;
+      }, 20);
+      return c.body(
+        new ReadableStream({
+          pull(controller) {
+            controller.enqueue(new TextEncoder().encode('never read'));
+            controller.close();
+          },
+        }),
+      );
+    });
+    const res = await app.request('/', { method: 'HEAD' });
+    expect(res.status).toBe(200);
+    expect(res.body).toBeNull();
+    expect(ends).toHaveLength(1);
+    await expect.poll(() => later).toBe(false);
+  });
+
+  it('gives every request its own cache when app.request() runs inside withCacheContext', async () => {
+    const ends: CacheStats[] = [];
+    const app = new Hono();
+    app.use(contextCache({ onEnd: (stats) => ends.push(stats) }));
+    app.get('/me', async (c) => {
+      const me = await getWithContextCache('session', 'me', async () => c.req.query('user'));
+      return c.json({ me });
+    });
+    const [alice, bob] = await withCacheContext(async () => [
+      await (await app.request('/me?user=alice')).json(),
+      await (await app.request('/me?user=bob')).json(),
+    ]);
+    expect(alice).toEqual({ me: 'alice' });
+    expect(bob).toEqual({ me: 'bob' });
+    expect(ends.map((stats) => stats.loads)).toEqual([1, 1]);
   });
 
   it("ends it on return for the error response of Hono's onError", async () => {

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isThenable } from '../../ephemeral.js';
 import { describe } from '../../warnings.js';
 import {
   type AdapterOptions,
@@ -81,9 +82,11 @@ export function contextCache(
   return function contextCacheHandler(req, res) {
     const fail = (err: unknown): void => {
       try {
-        report(err, req);
+        // An async onError's rejection is logged too, never left unhandled.
+        const reported: unknown = report(err, req);
+        if (isThenable(reported)) reported.then(undefined, defaultOnError);
       } catch (reportError) {
-        console.error(reportError);
+        defaultOnError(reportError);
       }
       if (!res.headersSent) {
         try {
@@ -150,12 +153,4 @@ function answerMounted(res: ServerResponse): void {
 
 function defaultOnError(err: unknown): void {
   console.error(err);
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as PromiseLike<unknown>).then === 'function'
-  );
 }

@@ -102,6 +102,35 @@ describe('node:http errors', () => {
     ]);
   });
 
+  it('writes an async onError that rejects with console.error, never unhandled', async () => {
+    const logged: unknown[] = [];
+    vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
+      logged.push(args[0]);
+    });
+    const unhandled: unknown[] = [];
+    const listener = (reason: unknown) => void unhandled.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      const app = await serve(
+        async () => {
+          throw new Error('handler boom');
+        },
+        {
+          onError: async () => {
+            throw new Error('error reporter down');
+          },
+        },
+      );
+      expect((await fetchText(app.port, '/')).status).toBe(500);
+      await vi.waitFor(() => expect(logged).toHaveLength(1));
+      expect((logged[0] as Error).message).toBe('error reporter down');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
+  });
+
   it('logs with console.error by default', async () => {
     const logged: unknown[] = [];
     vi.spyOn(console, 'error').mockImplementation((...args: unknown[]) => {
