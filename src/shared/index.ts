@@ -443,7 +443,12 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     const seq = ++opCount;
     // A client that says it is not connected is not waited on (nor its offline queue
     // fed): the operation fails at once with the client's own cause.
-    const health = store.connection?.();
+    let health: number | Error | undefined;
+    try {
+      health = store.connection?.();
+    } catch (err) {
+      health = err instanceof Error ? err : new Error(String(err));
+    }
     if (health instanceof Error) {
       const err = new StoreUnavailableError(
         `The shared store's client is not connected (${health.message}); ${name} "${key}" was not sent.`,
@@ -835,7 +840,11 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     forget(flight);
     // A batch load stops only when every one of its keys has lost its callers.
     if (flight.batch !== undefined && --flight.batch.open > 0) return;
-    flight.controller.abort(
+    abandon(flight.controller, reason);
+  }
+
+  function abandon(controller: AbortController, reason: unknown): void {
+    controller.abort(
       new AbandonedError('Every caller waiting for this shared load has given up.', {
         cause: reason,
       }),
@@ -902,6 +911,8 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     } catch {
       return keys.map(() => MISS);
     }
+    // A store that breaks its contract is a store that did not answer.
+    if (!Array.isArray(raws) || raws.length !== keys.length) return keys.map(() => MISS);
     return keys.map((key, i) => decodeOrDrop(key, raws[i] ?? undefined));
   }
 
@@ -1034,10 +1045,16 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
           const flight = mine[j] as Flight<V>;
           flight.settled = true;
           forget(flight);
+          // A key the store answered needs no load: it no longer counts among the keys
+          // whose callers keep the batch going (one that lost them was counted out then).
+          if (flight.waiters > 0) batch.open--;
           (settlers[j] as [(value: V) => void, unknown])[0](found[j] as V);
         }
       }
       if (missed.length === 0) return;
+      // Every key left to load has lost its callers: the load is told to stop, as when
+      // the last of them left.
+      if (batch.open === 0) abandon(controller, undefined);
       let values: readonly unknown[];
       try {
         values = await load(
@@ -1163,6 +1180,10 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     return found;
   }
 
+  // Another instance wrote or deleted a key: a load of it this instance started before
+  // takes no new callers and is not written back, as after a local set or delete.
+  const stopHearing = store.onInvalidate?.(supersede);
+
   return {
     getOrLoad(key, loader, opts) {
       const fullKey = entryKey(encodeKey('getOrLoad', key));
@@ -1185,6 +1206,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     },
     close() {
       closing ??= (async () => {
+        if (typeof stopHearing === 'function') stopHearing();
         if (pending.size > 0) {
           const stop = new AbortController();
           await Promise.race([Promise.allSettled([...pending]), sleep(writeTimeout, stop.signal)]);

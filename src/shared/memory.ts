@@ -6,7 +6,7 @@
 import { LRUCache } from 'lru-cache';
 import { checkOptionNames, describe } from '../warnings.js';
 import type { Store, StoreEntry, StoreValue } from './types.js';
-import { isNewer } from './version.js';
+import { isNewer, isTombstone } from './version.js';
 
 /** Options of `memoryStore`. */
 export interface MemoryStoreOptions {
@@ -15,6 +15,8 @@ export interface MemoryStoreOptions {
   /**
    * Longest time an entry lives, in ms. Entries written with a longer ttl are kept this
    * long at most; as the L1 of `tieredStore()` it bounds how stale an instance can be.
+   * A delete's tombstone (which refuses the write-back of a load older than the delete)
+   * keeps its own ttl.
    */
   ttl?: number;
 }
@@ -79,7 +81,10 @@ export function memoryStore(options: MemoryStoreOptions): MemoryStore {
   const cap = options.ttl;
   const lru = new LRUCache<string, StoreValue>({ max: options.max, ttlAutopurge: false });
   const locks = new Map<string, { token: string; until: number }>();
-  const life = (ttl: number): number => Math.max(1, cap === undefined ? ttl : Math.min(ttl, cap));
+  // A delete's tombstone keeps its own ttl: it must outlive every write-back of a load
+  // that started before the delete, however short the cap on values.
+  const life = (ttl: number, value: StoreValue): number =>
+    Math.max(1, cap === undefined || isTombstone(value) ? ttl : Math.min(ttl, cap));
   return {
     ttl: cap,
     get size() {
@@ -90,14 +95,14 @@ export function memoryStore(options: MemoryStoreOptions): MemoryStore {
     set(key, value, ttl, version) {
       // The same rule as the Redis script: over nothing or over an older load only.
       if (version !== undefined && !isNewer(version, lru.peek(key))) return Promise.resolve(false);
-      lru.set(key, value, { ttl: life(ttl) });
+      lru.set(key, value, { ttl: life(ttl, value) });
       return Promise.resolve(true);
     },
     getMany: (keys) => Promise.resolve(keys.map((key) => lru.get(key))),
     setMany(entries) {
       const landed = entries.map(({ key, value, ttl, version }) => {
         if (!isNewer(version, lru.peek(key))) return false;
-        lru.set(key, value, { ttl: life(ttl) });
+        lru.set(key, value, { ttl: life(ttl, value) });
         return true;
       });
       return Promise.resolve(landed);

@@ -122,6 +122,8 @@ export interface TieredStore extends Store {
   unlock(key: string, token: string): Promise<void>;
   /** Resolves once the invalidation subscriber is listening. */
   ready(): Promise<void>;
+  /** Hears the keys of other instances' invalidation messages; returns how to stop. */
+  onInvalidate(listener: (key: string) => void): () => void;
 }
 
 /** Default pub/sub channel of `tieredStore()`. */
@@ -523,6 +525,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       ? client.spublish!(channel, message(key))
       : client.publish(channel, message(key));
 
+  const invalidated: ((key: string) => void)[] = [];
   const onMessage = ((from: string, text: string) => {
     if (from !== channel) return;
     let key = text;
@@ -534,6 +537,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
     // (A message without an id comes from an older version of this package: the key.)
     generation++;
     void l1.delete(key);
+    for (const listener of invalidated) listener(key);
   }) as (...args: unknown[]) => void;
   subscriber.on('message', onMessage);
   subscriber.on('smessage', onMessage);
@@ -562,6 +566,15 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
   subscriber.on('subscribersReady', () => {
     if (connectedOnce) forgetAll();
   });
+  /**
+   * After a delete (or its tombstone) landed in Redis: drop the key from L1 once more. A
+   * write or read of this instance sent before it may have filled L1 with the old value
+   * while the delete was on its way (its reply came first, on the same connection).
+   */
+  const dropLanded = async (key: string): Promise<void> => {
+    generation++;
+    await l1.delete(key);
+  };
   const subscribed = listen().then(ignore);
   subscribed.catch(ignore);
   let closing: Promise<void> | undefined;
@@ -587,18 +600,24 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       if (missed.length === 0) return values;
       const seen = generation;
       const missedKeys = missed.map((i) => keys[i] as string);
-      const found =
+      // With each value its remaining ttl in Redis, asked back to back with the MGET (one
+      // round trip), so L1 never keeps a value past it, as `get` does.
+      const pttl = client.pttl?.bind(client);
+      const [found, lefts] =
         l2.getMany !== undefined
-          ? await l2.getMany(missedKeys)
-          : await Promise.all(missedKeys.map((key) => l2.get(key)));
+          ? await Promise.all([
+              l2.getMany(missedKeys),
+              pttl === undefined ? [] : Promise.all(missedKeys.map((key) => pttl(key))),
+            ])
+          : transpose(await Promise.all(missedKeys.map((key) => l2.getWithTtl(key))));
       for (let m = 0; m < missed.length; m++) {
         const value = found[m];
         const i = missed[m] as number;
         values[i] = value;
-        // MGET tells no remaining ttl: L1 keeps the value for its own ttl, which bounds
-        // staleness as for any L1 fill.
         if (value !== undefined && seen === generation && !isTombstone(value)) {
-          await l1.set(keys[i] as string, value, l1ttl, versionOf(value));
+          const left = lefts[m];
+          const life = left !== undefined && left > 0 ? Math.min(l1ttl, left) : l1ttl;
+          await l1.set(keys[i] as string, value, life, versionOf(value));
         }
       }
       return values;
@@ -610,13 +629,15 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
         l2.setMany !== undefined
           ? ((await l2.setMany(entries)) as boolean[])
           : await Promise.all(entries.map((e) => l2.set(e.key, e.value, e.ttl, e.version)));
-      const published: Promise<number>[] = [];
-      entries.forEach((e, i) => {
+      const published: Promise<unknown>[] = [];
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i] as StoreEntry;
         // A newer value is in Redis: its writer has told everyone already.
-        if (landed[i] === false) return;
-        if (!isTombstone(e.value)) void l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
-        published.push(client.publish(channel, message(e.key)));
-      });
+        if (landed[i] === false) continue;
+        if (isTombstone(e.value)) await dropLanded(e.key);
+        else await l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
+        published.push(publish(e.key));
+      }
       await Promise.all(published);
       return landed;
     },
@@ -628,7 +649,8 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       if (landed === false) return false;
       // The writer keeps its value (write-through); others drop the key on the message,
       // which this instance ignores. A delete's tombstone stays in Redis only.
-      if (!isTombstone(value)) await l1.set(key, value, Math.min(l1ttl, ttl), version);
+      if (isTombstone(value)) await dropLanded(key);
+      else await l1.set(key, value, Math.min(l1ttl, ttl), version);
       await publish(key);
       return true;
     },
@@ -636,6 +658,7 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       generation++;
       await l1.delete(key);
       await l2.delete(key);
+      await dropLanded(key);
       await publish(key);
     },
     connection: () => l2.connection(),
@@ -643,6 +666,13 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
     lock: (key, token, ttl) => l2.lock(key, token, ttl),
     unlock: (key, token) => l2.unlock(key, token),
     ready: () => subscribed,
+    onInvalidate(listener) {
+      invalidated.push(listener);
+      return () => {
+        const at = invalidated.indexOf(listener);
+        if (at >= 0) invalidated.splice(at, 1);
+      };
+    },
     close() {
       closing ??= (async () => {
         await shutdown(subscriber);
@@ -652,4 +682,11 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       return closing;
     },
   };
+}
+
+/** `[value, ttl]` pairs as a list of values and a list of ttls. */
+function transpose(
+  pairs: readonly [StoreValue | undefined, number | undefined][],
+): [(StoreValue | undefined)[], (number | undefined)[]] {
+  return [pairs.map((pair) => pair[0]), pairs.map((pair) => pair[1])];
 }

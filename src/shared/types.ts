@@ -184,6 +184,13 @@ export interface Store {
    * operation is sent as the probe.
    */
   connection?(): number | Error;
+  /**
+   * Call `listener` with each key another instance wrote or deleted, where the store
+   * hears of them (`tieredStore()`'s invalidation messages): the cache then lets no new
+   * caller join a load of that key it started before, nor writes that load back.
+   * Returns a function that stops the calls, which the cache calls when it closes.
+   */
+  onInvalidate?(listener: (key: string) => void): (() => void) | undefined;
   /** Release what the store created (its own clients); never a client it was given. */
   close(): Promise<void>;
 }

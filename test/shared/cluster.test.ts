@@ -7,7 +7,13 @@
 
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createSharedCache, memoryStore, type SharedCache } from '../../src/index.js';
+import {
+  contextBatched,
+  createSharedCache,
+  memoryStore,
+  type SharedCache,
+  withCacheContext,
+} from '../../src/index.js';
 import { encodeKey } from '../../src/keys.js';
 import {
   type RedisClient,
@@ -290,6 +296,39 @@ describe('tieredStore over a Redis Cluster', () => {
       await b.cache.close();
     }
     await eventually(async () => (await subscribers()).sharded === 0, 'the subscribers closed');
+  });
+
+  it('drops the keys of a batched write-back from the other instance’s L1 (sharded too)', async () => {
+    const { a, b } = await twoInstances(() => connect());
+    try {
+      expect(await subscribers()).toEqual({ sharded: 2, classic: 0 });
+      let version = 'v1';
+      const getter = (cache: SharedCache<string>) =>
+        contextBatched(
+          'cluster-post',
+          async (ids: readonly string[]) => ids.map((id) => `${id} ${version}`),
+          { shared: cache as SharedCache<unknown> },
+        );
+      const getA = getter(a.cache);
+      const getB = getter(b.cache);
+      // B loads both keys into Redis and its own L1.
+      expect(await withCacheContext(() => getB.many(['p1', 'p2']))).toEqual(['p1 v1', 'p2 v1']);
+      await eventually(async () => (await whereAre()).size === 2, 'B wrote them back');
+      // They leave Redis behind the caches' back (eviction, expiry); the rows change, and
+      // A loads them again in one batch, written back in one setMany.
+      await Promise.all(nodes.map((node) => node.flushall()));
+      version = 'v2';
+      expect(await withCacheContext(() => getA.many(['p1', 'p2']))).toEqual(['p1 v2', 'p2 v2']);
+      await eventually(
+        async () =>
+          JSON.stringify(await withCacheContext(() => getB.many(['p1', 'p2']))) ===
+          JSON.stringify(['p1 v2', 'p2 v2']),
+        "B dropped its L1 copies on A's messages",
+      );
+    } finally {
+      await a.cache.close();
+      await b.cache.close();
+    }
   });
 
   it('clears L1 after a shard’s subscriber reconnects (messages sent meanwhile were lost)', async () => {
