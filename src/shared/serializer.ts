@@ -106,6 +106,36 @@ function typeName(value: object): string {
     : 'object of an unnamed class';
 }
 
+/** `String.prototype.isWellFormed` (ES2024: Node 20, Bun, Deno, Workers), where the runtime has it. */
+const isWellFormed = (String.prototype as { isWellFormed?: (this: string) => boolean })
+  .isWellFormed;
+
+/** Whether `text` is well-formed UTF-16 (no lone surrogate), where the runtime can tell. */
+function wellFormed(text: string): boolean {
+  return isWellFormed === undefined || isWellFormed.call(text);
+}
+
+const LONE_SURROGATE = () => new NotSerializableError('string with a lone surrogate', '');
+
+/**
+ * Whether `refuse` also checks strings (and record keys) for lone surrogates, which
+ * MessagePack's UTF-8 turns into U+FFFD. Checking every string costs a fifth of an
+ * encode, so it is done only for a value whose encoding holds U+FFFD at all.
+ */
+let checkingStrings = false;
+
+/** U+FFFD in UTF-8: what a lone surrogate is encoded as. */
+function hasReplacementChar(bytes: Uint8Array): boolean {
+  for (
+    let i = bytes.indexOf(0xef);
+    i >= 0 && i + 2 < bytes.length;
+    i = bytes.indexOf(0xef, i + 1)
+  ) {
+    if (bytes[i + 1] === 0xbf && bytes[i + 2] === 0xbd) return true;
+  }
+  return false;
+}
+
 /** Past this depth, references are tracked: only a cycle nests this deep in practice. */
 const TRACK_DEPTH = 64;
 
@@ -121,6 +151,7 @@ function refuse(
 ): NotSerializableError | undefined {
   switch (typeof value) {
     case 'string':
+      return checkingStrings && !wellFormed(value as string) ? LONE_SURROGATE() : undefined;
     case 'number':
     case 'boolean':
     case 'bigint':
@@ -144,7 +175,13 @@ function refuse(
     const record = object as Record<string, unknown>;
     for (const key in record) {
       if (!Object.hasOwn(record, key)) continue;
-      const bad = refuse(record[key], next, seen);
+      // msgpackr renames an own `__proto__` key (JSON.parse makes them) as a guard.
+      const bad =
+        key === '__proto__'
+          ? new NotSerializableError('property named "__proto__"', '')
+          : checkingStrings && !wellFormed(key)
+            ? LONE_SURROGATE()
+            : refuse(record[key], next, seen);
       if (bad !== undefined)
         return at(bad, /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`);
     }
@@ -205,6 +242,15 @@ export const defaultSerializer: Serializer = {
   encode(value) {
     assertSerializable(value);
     const body: Uint8Array = packr.pack(value);
+    if (hasReplacementChar(body)) {
+      // A real U+FFFD, or a lone surrogate replaced by one: look again at the strings.
+      checkingStrings = true;
+      try {
+        assertSerializable(value);
+      } finally {
+        checkingStrings = false;
+      }
+    }
     // A Buffer where the runtime has one (Node, Bun, Deno, Workers with nodejs_compat),
     // plain bytes elsewhere.
     const out =

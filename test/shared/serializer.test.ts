@@ -325,6 +325,24 @@ describe('refused values', () => {
     expect(() => defaultSerializer.encode(value)).toThrow(NotSerializableError);
   });
 
+  it('refuses what msgpackr would store changed: an own __proto__ key, a lone surrogate', () => {
+    // JSON.parse of user input makes an own __proto__ key, which msgpackr renames.
+    const parsed = JSON.parse('{"profile": {"__proto__": {"admin": true}}}') as unknown;
+    expect(() => defaultSerializer.encode(parsed)).toThrow(
+      expect.objectContaining({ type: 'property named "__proto__"', path: '.profile.__proto__' }),
+    );
+    // Text cut in the middle of an emoji's surrogate pair, as a value and as a key.
+    const cut = 'great talk 😀'.slice(0, -1);
+    for (const value of [{ bio: cut }, [cut], new Map([[cut, 1]]), { [cut]: 1 }]) {
+      expect(() => defaultSerializer.encode(value)).toThrow(
+        expect.objectContaining({ type: 'string with a lone surrogate' }),
+      );
+    }
+    // A real replacement character, and a whole emoji, round-trip.
+    const fine = { a: 'bad byte: \uFFFD', b: 'great talk 😀', '\uFFFD': 'key' };
+    expect(defaultSerializer.decode(defaultSerializer.encode(fine))).toEqual(fine);
+  });
+
   it('accepts objects without a prototype (they come back as plain objects) and deep cycles', () => {
     const bare = Object.assign(Object.create(null) as object, { a: 1 });
     expect(defaultSerializer.decode(defaultSerializer.encode(bare))).toEqual({ a: 1 });
