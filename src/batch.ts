@@ -424,15 +424,7 @@ export function contextBatched<K extends CacheKey, V>(
       if (values.length !== n) throw lengthError(values.length, n);
       out = values.map(sharedElement);
     } else if (isMapLike(values)) {
-      let encoded: Map<unknown, unknown> | undefined;
-      out = keys.map((key) => {
-        let value = values.get(key);
-        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
-          encoded ??= encodeMapKeys(values);
-          value = encoded.get(mapKeyOf(FN, key));
-        }
-        return sharedElement(value);
-      });
+      out = readMap(values, keys, 0, n).map(sharedElement);
     } else {
       throw shapeError(values);
     }
@@ -466,18 +458,8 @@ export function contextBatched<K extends CacheKey, V>(
       return;
     }
     if (isMapLike(values)) {
-      let encoded: Map<unknown, unknown> | undefined;
-      const keys = pending.keys;
-      for (let i = from; i < to; i++) {
-        const key = keys[i];
-        let value = values.get(key);
-        if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
-          // A composite key: the map may hold equal arrays rather than the ones passed in.
-          encoded ??= encodeMapKeys(values);
-          value = encoded.get(mapKeyOf(FN, key));
-        }
-        one(pending, i, value);
-      }
+      const found = readMap(values, pending.keys, from, to);
+      for (let i = from; i < to; i++) one(pending, i, found[i - from]);
       return;
     }
     failAll(pending, from, to, shapeError(values));
@@ -569,6 +551,31 @@ export function contextBatched<K extends CacheKey, V>(
   getter.invalidate = invalidate;
   getter.prime = prime;
   return getter;
+}
+
+/**
+ * What a batch's result map holds for `keys[from]` to `keys[to - 1]`, in order: a key
+ * missing is `undefined`, and a composite key is also found among equal arrays.
+ */
+function readMap(
+  values: ReadonlyMap<unknown, unknown>,
+  keys: readonly unknown[],
+  from: number,
+  to: number,
+): unknown[] {
+  const out = new Array<unknown>(to - from);
+  let encoded: Map<unknown, unknown> | undefined;
+  for (let i = from; i < to; i++) {
+    const key = keys[i];
+    let value = values.get(key);
+    if (value === undefined && typeof key === 'object' && key !== null && !values.has(key)) {
+      // A composite key: the map may hold equal arrays rather than the ones passed in.
+      encoded ??= encodeMapKeys(values);
+      value = encoded.get(mapKeyOf(FN, key));
+    }
+    out[i - from] = value;
+  }
+  return out;
 }
 
 /** The values of a result map by encoded key, for composite keys given as other arrays. */
