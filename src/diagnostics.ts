@@ -220,23 +220,27 @@ export function tracingBatches(): boolean {
 export function traceBatch(group: string, count: number, run: () => unknown): Promise<unknown> {
   const channel = batchChannel as dc.TracingChannel<unknown, BatchMessage>;
   const message: BatchMessage = { group, count };
-  let result: unknown;
-  try {
-    result = runInStart(channel.start as unknown as Channel, message as never, run);
-  } catch (err) {
-    message.failed = true;
-    message.error = err;
-    channel.error.publish(message);
+  // Everything inside the start's stores, as Node's `tracePromise` does: a store bound
+  // to `start` (a span) is the active one in `end`, `error`, `asyncStart` and `asyncEnd`.
+  return runInStart(channel.start as unknown as Channel, message as never, () => {
+    let result: unknown;
+    try {
+      result = run();
+    } catch (err) {
+      message.failed = true;
+      message.error = err;
+      channel.error.publish(message);
+      channel.end.publish(message);
+      return Promise.reject(err);
+    }
     channel.end.publish(message);
-    return Promise.reject(err);
-  }
-  channel.end.publish(message);
-  return publishSettled(
-    channel as unknown as Tracing,
-    message as never,
-    Promise.resolve(result),
-    false,
-  );
+    return publishSettled(
+      channel as unknown as Tracing,
+      message as never,
+      Promise.resolve(result),
+      false,
+    );
+  }) as Promise<unknown>;
 }
 
 /**
@@ -278,7 +282,7 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 function runInStart(start: Channel, message: LoadMessage, fn: () => unknown): unknown {
   // runStores publishes `start` and lets subscribers bind an AsyncLocalStorage (a span's
-  // context) for the duration of the loader.
+  // context) for the duration of the loader and the events that follow it.
   if (typeof start.runStores === 'function') return start.runStores(message, fn);
   start.publish(message);
   return fn();
@@ -299,23 +303,26 @@ export function traceLoad(
 ): unknown {
   const channel = loadChannel as Tracing;
   const message: LoadMessage = { group, key, sync, stored };
-  let result: unknown;
-  try {
-    result = runInStart(channel.start, message, run);
-    if (sync || !isThenable(result)) {
-      message.failed = false;
-      message.result = result;
-      return result;
+  // Everything inside the start's stores, as Node's `tracePromise` does (see traceBatch).
+  return runInStart(channel.start, message, () => {
+    let result: unknown;
+    try {
+      result = run();
+      if (sync || !isThenable(result)) {
+        message.failed = false;
+        message.result = result;
+        return result;
+      }
+    } catch (err) {
+      message.failed = true;
+      message.error = err;
+      channel.error.publish(message);
+      throw err;
+    } finally {
+      channel.end.publish(message);
     }
-  } catch (err) {
-    message.failed = true;
-    message.error = err;
-    channel.error.publish(message);
-    throw err;
-  } finally {
-    channel.end.publish(message);
-  }
-  return publishSettled(channel, message, Promise.resolve(result), true);
+    return publishSettled(channel, message, Promise.resolve(result), true);
+  });
 }
 
 /** Whether anyone subscribes to `context-cache:end`. Asked once per request by the adapters. */

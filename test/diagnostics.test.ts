@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import * as dc from 'node:diagnostics_channel';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  contextBatched,
   contextCached,
   diagnosticsChannels,
   type EndMessage,
@@ -234,6 +235,65 @@ describe('load tracing', () => {
     } finally {
       load.start.unbindStore(spans);
     }
+  });
+
+  it("keeps the start's stores active in end, error, asyncStart and asyncEnd, as tracePromise does", async () => {
+    const spans = new AsyncLocalStorage<string>();
+    /** The store active in each event of `channel`, for a run of `act`. */
+    async function activeIn(
+      channel: dc.TracingChannel<unknown, object>,
+      act: () => Promise<unknown>,
+    ): Promise<Record<string, string | undefined>> {
+      const seen: Record<string, string | undefined> = {};
+      const at = (name: string) => () => {
+        seen[name] = spans.getStore();
+      };
+      const handlers = {
+        start: at('start'),
+        end: at('end'),
+        asyncStart: at('asyncStart'),
+        asyncEnd: at('asyncEnd'),
+        error: at('error'),
+      };
+      channel.start.bindStore(spans, () => 'span');
+      channel.subscribe(handlers);
+      try {
+        await act().catch(() => undefined);
+        await tick();
+      } finally {
+        channel.unsubscribe(handlers);
+        channel.start.unbindStore(spans);
+      }
+      return seen;
+    }
+    const failing = async (): Promise<never> => {
+      await tick();
+      throw new Error('db down');
+    };
+    const everywhere = {
+      start: 'span',
+      end: 'span',
+      error: 'span',
+      asyncStart: 'span',
+      asyncEnd: 'span',
+    };
+    // Node's own tracePromise is the convention.
+    expect(
+      await activeIn(dc.tracingChannel('test:convention'), () =>
+        dc.tracingChannel('test:convention').tracePromise(failing, {}),
+      ),
+    ).toEqual(everywhere);
+    expect(
+      await activeIn(load as never, () =>
+        withCacheContext(() => getWithContextCache('traced-failing', 1, failing)),
+      ),
+    ).toEqual(everywhere);
+    const batched = contextBatched('traced-batch', failing);
+    expect(
+      await activeIn(dc.tracingChannel('context-cache:batch'), () =>
+        withCacheContext(() => batched(1)),
+      ),
+    ).toEqual(everywhere);
   });
 
   it('notices a subscriber of one channel only, and stops tracing after unsubscribe', async () => {

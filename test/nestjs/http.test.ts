@@ -12,7 +12,7 @@ import { type CompiledApp, compileNestApp } from './compile.js';
 interface HttpApp {
   startApp(
     platform: 'express' | 'fastify',
-    options: Options,
+    options: Options | undefined,
   ): Promise<{
     app: { close(): Promise<void> };
     url: string;
@@ -20,6 +20,7 @@ interface HttpApp {
   }>;
   seenCaches: EphemeralCache[];
   slowSignals: AbortSignal[];
+  filterSawCache: boolean[];
 }
 
 noUnhandledRejections();
@@ -42,6 +43,24 @@ interface AuthorResponse {
 
 const SERVER_TIMING =
   /^context-cache;desc="hits=(\d+) joins=(\d+) misses=(\d+) loads=(\d+) batches=(\d+)"$/;
+
+describe.each(['express', 'fastify'] as const)(
+  'ContextCacheModule imported without forRoot() on %s',
+  (platform) => {
+    it('starts with the defaults and gives each request its cache', async () => {
+      const started = await http.startApp(platform, undefined);
+      try {
+        const res = await fetch(`${started.url}/authors/3`);
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as AuthorResponse;
+        expect(body.stats).toMatchObject({ loads: 1, hits: 5 });
+        expect(res.headers.get('server-timing')).toBeNull();
+      } finally {
+        await started.app.close();
+      }
+    });
+  },
+);
 
 describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (platform) => {
   const ended: { url: string | undefined; stats: CacheStats }[] = [];
@@ -177,6 +196,23 @@ describe.each(['express', 'fastify'] as const)('ContextCacheModule on %s', (plat
     expect((signal.reason as Error).message).toMatch(/client closed the connection/);
     await vi.waitFor(() => expect(ended.length - endedBefore).toBe(1));
     expect(ended[endedBefore]?.url).toBe('/slow');
+  });
+
+  it('gives a request whose body the parser refused its scope: filters see it, onEnd runs', async () => {
+    const endedBefore = ended.length;
+    const filtered = http.filterSawCache.length;
+    const res = await fetch(`${started.url}/echo`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{bad json',
+    });
+    expect(res.status).toBe(400);
+    await res.text();
+    await vi.waitFor(() => expect(ended.length - endedBefore).toBe(1));
+    expect(ended[endedBefore]?.url).toBe('/echo');
+    // Express hands the parser's error to Nest's exception filters; Fastify answers it
+    // itself, before Nest's filters.
+    expect(http.filterSawCache.slice(filtered)).toEqual(platform === 'express' ? [true] : []);
   });
 
   it("runs every module's middleware inside the request's scope", async () => {

@@ -6,6 +6,7 @@ import {
   type MiddlewareConsumer,
   Module,
   type NestModule,
+  Optional,
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { type AdapterOptions, checkAdapterOptions, type Settings } from '../lifecycle.js';
@@ -23,6 +24,14 @@ const SETTINGS = Symbol('context-cache.nestjs.settings');
 
 /** The Express or Fastify middleware the module mounts: one scope per request. */
 type Middleware = (
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: (error?: unknown) => void,
+) => void;
+
+/** Express's error-handling middleware (four parameters). */
+type ErrorMiddleware = (
+  err: unknown,
   req: IncomingMessage,
   res: ServerResponse,
   next: (error?: unknown) => void,
@@ -60,9 +69,11 @@ export class ContextCacheModule implements NestModule {
   private readonly adapterHost: HttpAdapterHost;
   private readonly settings: Settings<IncomingMessage>;
 
-  constructor(adapterHost: HttpAdapterHost, settings: Settings<IncomingMessage>) {
+  /** `settings` is `undefined` when the module was imported without `forRoot()`: defaults. */
+  constructor(adapterHost: HttpAdapterHost, settings: Settings<IncomingMessage> | undefined) {
     this.adapterHost = adapterHost;
-    this.settings = settings;
+    this.settings =
+      settings ?? checkAdapterOptions<IncomingMessage>('ContextCacheModule', undefined);
   }
 
   /**
@@ -91,15 +102,26 @@ export class ContextCacheModule implements NestModule {
    */
   configure(_consumer: MiddlewareConsumer): void {
     const httpAdapter = this.adapterHost.httpAdapter as
-      | { use(middleware: Middleware): unknown }
+      | { use(middleware: Middleware | ErrorMiddleware): unknown; getType?(): string }
       | null
       | undefined;
     // A standalone application context or a pure microservice has no HTTP routes.
     if (httpAdapter === undefined || httpAdapter === null) return;
     const settings = this.settings;
-    httpAdapter.use(function contextCacheMiddleware(req, res, next) {
+    const middleware: Middleware = function contextCacheMiddleware(req, res, next) {
       runRequest(res, req, settings, next);
-    });
+    };
+    httpAdapter.use(middleware);
+    // On Express, a request whose body Nest's parser refused (malformed JSON, too large)
+    // skips the middleware above and goes down Express's error path to Nest's exception
+    // filters: open its scope there, so the filters run in it and its end is reported.
+    // (Fastify parses bodies after its hooks: such a request already has its scope.)
+    if (httpAdapter.getType?.() === 'express') {
+      const onError: ErrorMiddleware = function contextCacheOnError(err, req, res, next) {
+        runRequest(res, req, settings, () => next(err));
+      };
+      httpAdapter.use(onError);
+    }
   }
 }
 
@@ -107,5 +129,7 @@ export class ContextCacheModule implements NestModule {
 // decorators, Nest's are the legacy kind.
 Inject(HttpAdapterHost)(ContextCacheModule, undefined, 0);
 Inject(SETTINGS)(ContextCacheModule, undefined, 1);
+// Imported without forRoot() (`imports: [ContextCacheModule]`): the defaults.
+Optional()(ContextCacheModule, undefined, 1);
 Global()(ContextCacheModule);
 Module({})(ContextCacheModule);

@@ -6,8 +6,11 @@ import type { AddressInfo } from 'node:net';
 import { ApolloDriver, type ApolloDriverConfig } from '@nestjs/apollo';
 import {
   type ArgumentMetadata,
+  type ArgumentsHost,
+  Body,
   type CallHandler,
   type CanActivate,
+  Catch,
   Controller,
   type DynamicModule,
   type ExecutionContext,
@@ -19,11 +22,12 @@ import {
   type NestModule,
   Param,
   type PipeTransform,
+  Post,
   Req,
   UseGuards,
   UseInterceptors,
 } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
+import { BaseExceptionFilter, HttpAdapterHost, NestFactory } from '@nestjs/core';
 import {
   Field,
   GraphQLModule,
@@ -51,6 +55,18 @@ export type Platform = 'express' | 'fastify';
 
 /** What the tests read back after the responses: every request's cache. */
 export const seenCaches: EphemeralCache[] = [];
+
+/** For each exception Nest's filters handled: whether the request's cache was there. */
+export const filterSawCache: boolean[] = [];
+
+/** Nest's own exception filter, recording whether it ran in the request's scope. */
+@Catch()
+class RecordingFilter extends BaseExceptionFilter {
+  override catch(exception: unknown, host: ArgumentsHost): void {
+    filterSawCache.push(getContextCache() !== undefined);
+    super.catch(exception, host);
+  }
+}
 
 /** The signals of the requests to GET /slow, which waits until its client goes away. */
 export const slowSignals: AbortSignal[] = [];
@@ -147,6 +163,12 @@ class AuthorsController {
     return 'done';
   }
 
+  /** Echoes a JSON body (a malformed one is refused by Nest's body parser). */
+  @Post('echo')
+  echo(@Body() body: unknown) {
+    return { body };
+  }
+
   /** What the user middleware saw (Fastify hands middleware the raw request). */
   @Get('middleware')
   middleware(@Req() req: Tracked & { raw?: Tracked }) {
@@ -194,7 +216,8 @@ class PostsResolver {
 
 @Module({})
 class AppModule implements NestModule {
-  static forPlatform(platform: Platform, options: Options): DynamicModule {
+  /** `options` undefined: ContextCacheModule imported without forRoot(). */
+  static forPlatform(platform: Platform, options: Options | undefined): DynamicModule {
     const graphql =
       platform === 'express'
         ? GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, autoSchemaFile: true })
@@ -204,7 +227,10 @@ class AppModule implements NestModule {
           });
     return {
       module: AppModule,
-      imports: [ContextCacheModule.forRoot(options), graphql],
+      imports: [
+        options === undefined ? ContextCacheModule : ContextCacheModule.forRoot(options),
+        graphql,
+      ],
       controllers: [AuthorsController],
       providers: [AuthorsService, PostsResolver],
     };
@@ -222,12 +248,13 @@ class AppModule implements NestModule {
 }
 
 /** Start the app on 127.0.0.1, port 0, and tell its URL. */
-export async function startApp(platform: Platform, options: Options) {
+export async function startApp(platform: Platform, options: Options | undefined) {
   const app = await NestFactory.create(
     AppModule.forPlatform(platform, options),
     platform === 'express' ? new ExpressAdapter() : new FastifyAdapter(),
     { logger: false, abortOnError: false },
   );
+  app.useGlobalFilters(new RecordingFilter(app.get(HttpAdapterHost).httpAdapter));
   await app.listen(0, '127.0.0.1');
   const { port } = (app.getHttpServer() as Server).address() as AddressInfo;
   return { app, url: `http://127.0.0.1:${port}`, authors: app.get(AuthorsService) };
