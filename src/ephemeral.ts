@@ -128,6 +128,12 @@ export function looseEntry(): BatchedEntry {
 
 function ignore(): void {}
 
+/** A sync loader's result, or the TypeError for a promise (see `asyncLoaderError`). */
+function syncResult(group: string, value: unknown): unknown {
+  if (isThenable(value)) throw asyncLoaderError(group, value);
+  return value;
+}
+
 /**
  * The TypeError for a synchronous lookup whose loader returned a promise. The promise
  * is not stored, and its rejection (if any) is not left unhandled.
@@ -911,13 +917,13 @@ export class Cache implements EphemeralCache, ScopeState {
     let value: unknown;
     try {
       value = tracingLoads()
-        ? traceLoad(group, key, true, true, () => loader(key as never))
-        : loader(key as never);
+        ? traceLoad(group, key, true, true, () => syncResult(group, loader(key as never)))
+        : syncResult(group, loader(key as never));
     } catch (err) {
+      // A throw, or a promise the sync caller cannot wait for: a failed load either way.
       counts.errors++;
       throw err;
     }
-    if (isThenable(value)) throw asyncLoaderError(group, value);
     if (this.ended) return value;
     // The loader may itself have set or removed this key: only a still-present entry
     // is replaced in place.
@@ -936,17 +942,14 @@ export class Cache implements EphemeralCache, ScopeState {
       counts.misses++;
       counts.loads++;
     }
-    let value: unknown;
     try {
-      value = tracingLoads()
-        ? traceLoad(group, key, true, false, () => loader(key as never))
-        : loader(key as never);
+      return tracingLoads()
+        ? traceLoad(group, key, true, false, () => syncResult(group, loader(key as never)))
+        : syncResult(group, loader(key as never));
     } catch (err) {
       if (counts !== undefined && !this.ended) counts.errors++;
       throw err;
     }
-    if (isThenable(value)) throw asyncLoaderError(group, value);
-    return value;
   }
 
   /** `getContextData`: the settled value, or `undefined`. */

@@ -161,6 +161,16 @@ describe('load tracing', () => {
     });
   });
 
+  it('traces a sync lookup whose loader returned a promise as failed, with the TypeError', () => {
+    const r = recording();
+    withCacheContext(() => {
+      expect(() => getWithContextCacheSync('loaders', 'async', async () => 1)).toThrow(TypeError);
+    });
+    expect(r.names()).toEqual(['start', 'error', 'end']);
+    expect(r.events[2]?.[2]).toMatchObject({ group: 'loaders', sync: true, failed: true });
+    expect(r.events[2]?.[2].error).toBeInstanceOf(TypeError);
+  });
+
   it('traces contextCached getters under their group', async () => {
     const r = recording();
     const getUser = contextCached('user', async (id: number) => ({ id }));

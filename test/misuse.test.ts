@@ -87,6 +87,8 @@ describe('getWithContextCacheSync with an async loader', () => {
       // Nothing stored: a sync loader now runs and its value is kept.
       expect(getWithContextCacheSync('sync-async', 1, () => 'sync')).toBe('sync');
       expect(getWithContextCacheSync('sync-async', 1, () => 'again')).toBe('sync');
+      // The refused load counts as a failed one.
+      expect(getContextCache()?.stats()).toMatchObject({ loads: 2, errors: 1, hits: 1 });
     });
   });
 
