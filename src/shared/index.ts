@@ -1206,7 +1206,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     },
     close() {
       closing ??= (async () => {
-        if (typeof stopHearing === 'function') stopHearing();
+        stopHearing?.();
         if (pending.size > 0) {
           const stop = new AbortController();
           await Promise.race([Promise.allSettled([...pending]), sleep(writeTimeout, stop.signal)]);
