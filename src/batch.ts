@@ -546,7 +546,11 @@ export function contextBatched<K extends CacheKey, V>(
     }
     const promises = new Array<Promise<V>>(keys.length);
     for (let i = 0; i < keys.length; i++) promises[i] = batched(keys[i] as K);
-    return Promise.all(promises);
+    const all = Promise.all(promises);
+    // As for one key: a failure nobody awaits is not unhandled (an awaiting caller still
+    // gets the error).
+    all.then(undefined, ignore);
+    return all;
   };
   getter.invalidate = invalidate;
   getter.prime = prime;

@@ -750,8 +750,9 @@ export class Cache implements EphemeralCache, ScopeState {
         : loader.call(thisArg, key as never, ctx);
     } catch (err) {
       // Errors are not cached: a throwing loader rejects this call and stores nothing,
-      // and, as for a load that rejects, a failure nobody awaits is not unhandled.
-      counts.errors++;
+      // and, as for a load that rejects, a failure nobody awaits is not unhandled. (A
+      // loader that ended the cache leaves its final counts alone.)
+      if (!this.ended) counts.errors++;
       const failed = Promise.reject(err);
       failed.then(undefined, ignore);
       return failed;
@@ -921,7 +922,7 @@ export class Cache implements EphemeralCache, ScopeState {
         : syncResult(group, loader(key as never));
     } catch (err) {
       // A throw, or a promise the sync caller cannot wait for: a failed load either way.
-      counts.errors++;
+      if (!this.ended) counts.errors++;
       throw err;
     }
     if (this.ended) return value;

@@ -485,10 +485,12 @@ describe('no unhandled rejection', () => {
     await withCacheContext(async () => {
       void perKey(1);
       void whole(1);
+      void perKey.many([4, 5]);
       await new Promise((resolve) => setImmediate(resolve));
     });
     void perKey(2);
     void whole(2);
+    void perKey.many([6]);
     await new Promise((resolve) => setImmediate(resolve));
     // The afterEach of noUnhandledRejections() fails the test if any was reported; an
     // awaiting caller still gets the error:

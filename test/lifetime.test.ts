@@ -153,6 +153,28 @@ describe('end()', () => {
     });
   });
 
+  it('keeps the final counts when a loader ends the cache and then fails', async () => {
+    await withCacheContext(async () => {
+      const cache = getContextCache();
+      const endThenThrow = () => {
+        cache?.end();
+        throw new Error('failed after ending');
+      };
+      await expect(getWithContextCache('user', 1, endThenThrow)).rejects.toThrow('failed after');
+      expect(cache?.stats()).toMatchObject({ misses: 1, loads: 1, errors: 0 });
+    });
+    await withCacheContext(async () => {
+      const cache = getContextCache();
+      expect(() =>
+        getWithContextCacheSync('user', 1, () => {
+          cache?.end();
+          throw new Error('failed after ending');
+        }),
+      ).toThrow('failed after');
+      expect(cache?.stats()).toMatchObject({ misses: 1, loads: 1, errors: 0 });
+    });
+  });
+
   it('loads in flight at end() settle for their waiters; their results are not stored', async () => {
     await withCacheContext(async () => {
       const cache = getContextCache();
