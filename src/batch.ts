@@ -9,7 +9,7 @@
  * by the scope they belong to, and each batch leaves that map when it is dispatched.
  */
 
-import { checkTimeout, LoadTimeoutError } from './deadline.js';
+import { checkTimeout, LoadTimeoutError, withDeadline } from './deadline.js';
 import { traceBatch, tracingBatches } from './diagnostics.js';
 import {
   type BatchedEntry,
@@ -111,6 +111,8 @@ class Pending {
    */
   byKey: Map<unknown, number> | undefined = undefined;
   byComposite: Map<unknown, number> | undefined = undefined;
+  /** With a `timeout`: when the batch's calls (and the promises they answer with) expire. */
+  deadline: number | undefined = undefined;
 
   constructor(owner: object, scope: ScopeState | undefined) {
     this.owner = owner;
@@ -299,6 +301,7 @@ export function contextBatched<K extends CacheKey, V>(
     if (last === pending) last = undefined;
     else others?.delete(pending.owner);
     const count = pending.keys.length;
+    if (timeout !== undefined) pending.deadline = Date.now() + timeout;
     if (count <= maxBatchSize) {
       call(pending, 0, count);
       return;
@@ -402,23 +405,30 @@ export function contextBatched<K extends CacheKey, V>(
     const n = keys.length;
     // Its own array, as in `call`.
     const given = keys.slice();
-    let call: Promise<unknown> = Promise.resolve(
+    // The call and the elements that are promises: `timeout` bounds both.
+    let answer: Promise<unknown> = Promise.resolve(
       tracingBatches() ? traceBatch(group, n, () => batch(given, ctx)) : batch(given, ctx),
-    );
+    ).then((values) => sharedElements(values, keys));
     if (timeout !== undefined) {
       const limit = timeout;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const expired = new Promise<typeof TIMED_OUT>((resolve) => {
         timer = setTimeout(resolve, limit, TIMED_OUT);
       });
-      call = Promise.race([call, expired]).finally(() => clearTimeout(timer));
+      answer = Promise.race([answer, expired]).finally(() => clearTimeout(timer));
     }
-    const values = await call;
-    if (values === TIMED_OUT) {
+    const out = await answer;
+    if (out === TIMED_OUT) {
       return keys.map((key) =>
         batchFailure(new LoadTimeoutError(FN, group, key, timeout as number)),
       );
     }
+    return out as unknown[];
+  }
+
+  /** A batch's result as the shared tier takes it: one element per key, promises awaited. */
+  function sharedElements(values: unknown, keys: readonly K[]): unknown[] | Promise<unknown[]> {
+    const n = keys.length;
     let out: unknown[];
     if (Array.isArray(values)) {
       if (values.length !== n) throw lengthError(values.length, n);
@@ -428,7 +438,6 @@ export function contextBatched<K extends CacheKey, V>(
     } else {
       throw shapeError(values);
     }
-    // Elements that were promises are awaited here: the store is given values.
     return out.some(isThenable) ? Promise.all(out) : out;
   }
 
@@ -472,8 +481,20 @@ export function contextBatched<K extends CacheKey, V>(
     }
     if (isThenable(value)) {
       // An element that is a promise (`keys.map(async (key) => …)` returned without
-      // `Promise.all`): the key takes its outcome, as DataLoader's would.
-      Promise.resolve(value).then(
+      // `Promise.all`): the key takes its outcome, as DataLoader's would, within what is
+      // left of the call's timeout.
+      const deadline = pending.deadline;
+      const outcome =
+        deadline === undefined
+          ? Promise.resolve(value)
+          : withDeadline(
+              value,
+              Math.max(1, deadline - Date.now()),
+              FN,
+              group,
+              pending.keys[i] as K,
+            );
+      outcome.then(
         (settled) => one(pending, i, settled),
         (err: unknown) => fail(pending, i, err),
       );

@@ -5,9 +5,9 @@
  * waiter gets that error, the entry is dropped like any failed load, and the next call
  * loads again.
  *
- * Only a load pays for this (a hit never sees it). The timer is made outside any scope
- * and reaches the load's promise through a `WeakRef` only, so a pending timer keeps
- * neither the request's scope nor its cache alive.
+ * Only a load pays for this (a hit never sees it). The timer is made outside any scope,
+ * so it carries no request's async context; it holds the load's rejection (and so what
+ * waits on the load) until the load settles or the limit passes, never longer.
  */
 
 import type { CacheKey } from './keys.js';
@@ -77,29 +77,15 @@ export function checkTimeout(fn: string, timeout: unknown): number | undefined {
   return timeout;
 }
 
-/** How each pending deadline rejects its load; weak, so a dropped load frees its entry. */
-const rejecters = new WeakMap<Promise<unknown>, (err: Error) => void>();
-
+/** The timer's callback: reject the load with the error naming it. */
 function expire(
-  ref: WeakRef<Promise<unknown>>,
+  reject: (err: Error) => void,
   fn: string,
   group: string,
   key: CacheKey,
   timeout: number,
 ): void {
-  const promise = ref.deref();
-  if (promise === undefined) return;
-  rejecters.get(promise)?.(new LoadTimeoutError(fn, group, key, timeout));
-}
-
-function arm(
-  ref: WeakRef<Promise<unknown>>,
-  fn: string,
-  group: string,
-  key: CacheKey,
-  timeout: number,
-): ReturnType<typeof setTimeout> {
-  return setTimeout(expire, timeout, ref, fn, group, key, timeout);
+  reject(new LoadTimeoutError(fn, group, key, timeout));
 }
 
 /**
@@ -113,10 +99,11 @@ export function withDeadline<T>(
   group: string,
   key: CacheKey,
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let fail!: (err: Error) => void;
-  const promise = new Promise<T>((resolve, reject) => {
-    fail = reject;
+  return new Promise<T>((resolve, reject) => {
+    // Armed before `result` is subscribed to: a thenable that calls back at once clears
+    // it. The timer holds the load's rejection strongly (a load nobody else holds, such
+    // as one whose resolve was lost, must still time out) for at most `timeout` ms.
+    const timer = outsideScope(() => setTimeout(expire, timeout, reject, fn, group, key, timeout));
     result.then(
       (value) => {
         clearTimeout(timer);
@@ -128,8 +115,4 @@ export function withDeadline<T>(
       },
     );
   });
-  rejecters.set(promise, fail);
-  const ref = new WeakRef(promise);
-  timer = outsideScope(() => arm(ref, fn, group, key, timeout));
-  return promise;
 }

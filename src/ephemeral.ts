@@ -978,6 +978,10 @@ export class Cache implements EphemeralCache, ScopeState {
     const mapKey = mapKeyOf(fn, key);
     const found = this.mapOf(group, typeof key === 'object' && key !== null);
     if (!this.serving(fn, cut)) return;
+    // Inside a transaction: the value may never commit, and what the caches around it
+    // hold for the key may be older than the write it follows: they drop the key.
+    const outer = this.outer;
+    if (outer !== undefined && !outer.ended) outer.removeData(fn, group, key, cut);
     const entry = found?.get(mapKey);
     if (entry !== undefined) {
       this.replace(found as Map<unknown, Entry>, mapKey, entry, value);

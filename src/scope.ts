@@ -366,7 +366,9 @@ export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => 
   }
   // A new promise that settles as `result` does, after the cache is dropped: a
   // rejection the caller ignores stays theirs (reported as unhandled), as without us.
-  return result.then(
+  // Through Promise.resolve: a thenable that is not a promise settles it as `await`
+  // would, and one whose `then` throws still drops the cache.
+  return Promise.resolve(result).then(
     (value) => {
       cache.discard();
       return value;

@@ -699,6 +699,24 @@ describe('timeout', () => {
       [1, 2],
     ]);
   });
+
+  it('bounds the elements that are promises too, whatever returns them', async () => {
+    const never = () => new Promise<string>(() => {});
+    const shapes: [string, (keys: readonly number[]) => unknown][] = [
+      ['an async function', async (keys) => keys.map(never)],
+      ['a function that returns its array at once', (keys) => keys.map(never)],
+      ['a map of promises', async (keys) => new Map(keys.map((key) => [key, never()]))],
+    ];
+    for (const [name, batch] of shapes) {
+      const group = fresh('slow-elements');
+      const getter = contextBatched(group, batch as never, { timeout: 20 });
+      const settled = await withCacheContext(() => Promise.allSettled([getter(1)]));
+      expect(settled[0], name).toMatchObject({
+        status: 'rejected',
+        reason: expect.objectContaining({ code: 'CONTEXT_CACHE_LOAD_TIMEOUT', group, key: 1 }),
+      });
+    }
+  });
 });
 
 describe('misuse', () => {

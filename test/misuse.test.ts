@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   cached,
@@ -16,6 +19,8 @@ import {
   withNoCacheContext,
 } from '../src/index.js';
 import { noUnhandledRejections } from './helpers/async.js';
+
+const run = promisify(execFile);
 
 let warnings: unknown[][] = [];
 let emitWarning: typeof process.emitWarning;
@@ -261,6 +266,40 @@ describe('per-getter timeout', () => {
       expect(await hang(7)).toBe('user 7');
       expect(loads).toBe(2);
       expect(getContextCache()?.stats()).toMatchObject({ errors: 1, loads: 2 });
+    });
+  });
+
+  it('times out a hung load that nothing else holds, also after garbage collection', async () => {
+    // A loader whose resolve is lost: only the deadline's timer can still settle it.
+    const script = `
+      import { contextCached, withCacheContext } from 'context-cache';
+      const lost = contextCached('lost', () => new Promise(() => {}), { timeout: 100 });
+      const outcome = withCacheContext(() => lost(1)).then(() => 'resolved', (err) => err.code);
+      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 20)); }
+      console.log(await Promise.race([outcome, new Promise((r) => setTimeout(r, 2000, 'pending'))]));
+    `;
+    const { stdout } = await run(
+      process.execPath,
+      ['--expose-gc', '--input-type=module', '-e', script],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)) },
+    );
+    expect(stdout.trim()).toBe('CONTEXT_CACHE_LOAD_TIMEOUT');
+  });
+
+  it('clears its timer when the loader answers with a thenable that calls back at once', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const eager = contextCached(
+      'timeout-eager',
+      (id: number) =>
+        ({
+          // biome-ignore lint/suspicious/noThenProperty: a thenable that calls back at once
+          then: (resolve: (value: string) => void) => resolve(`user ${id}`),
+        }) as never,
+      { timeout: 3000 },
+    );
+    await withCacheContext(async () => {
+      expect(await eager(1)).toBe('user 1');
+      expect(vi.getTimerCount()).toBe(0);
     });
   });
 

@@ -125,6 +125,52 @@ describe('withTransaction', () => {
     await shared.close();
   });
 
+  it('prime() inside a transaction drops the key from the request cache, never writes it there', async () => {
+    const getUserName = contextCached('tx-prime', async (id: number, { transaction }) => {
+      const tx = transaction as Transaction | undefined;
+      const result = await (tx ?? db).query<{ name: string }>(
+        'select name from users where id = $1',
+        [id],
+      );
+      return result.rows[0]?.name;
+    });
+    await withCacheContext(async () => {
+      expect(await getUserName(1)).toBe('ada');
+      await db.transaction((tx) =>
+        withTransaction(tx, async () => {
+          await rename(tx, 1, 'grace');
+          getUserName.prime(1, 'grace');
+          expect(getContextData('tx-prime', 1)).toBe('grace'); // the transaction's own cache
+        }),
+      );
+      // Committed: the request cache no longer holds the old row, nor an uncommitted value.
+      expect(getContextData('tx-prime', 1)).toBeUndefined();
+      expect(await getUserName(1)).toBe('grace');
+    });
+  });
+
+  it('returns what a thenable of fn settles to, and drops its cache when that settles', async () => {
+    let txCache: ReturnType<typeof getContextCache>;
+    const answered = await withTransaction({ tx: 1 }, () => {
+      txCache = getContextCache();
+      // biome-ignore lint/suspicious/noThenProperty: a thenable that is not a promise
+      return { then: (resolve: (value: number) => void) => resolve(42) };
+    });
+    expect(answered).toBe(42);
+    expect(txCache?.ended).toBe(true);
+    const failed = withTransaction({ tx: 2 }, () => {
+      txCache = getContextCache();
+      return {
+        // biome-ignore lint/suspicious/noThenProperty: a thenable whose then() throws
+        then() {
+          throw new Error('then() threw');
+        },
+      };
+    });
+    await expect(failed).rejects.toThrow('then() threw');
+    expect(txCache?.ended).toBe(true);
+  });
+
   it('hands the transaction to getWithContextCache loaders, and keeps it out of the request counts', async () => {
     await withCacheContext(async () => {
       const requestCache = getContextCache();
