@@ -66,6 +66,17 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
       serverTiming: true,
       onEnd(stats, c) {
         const id = c.req.path.split('/').pop() ?? '';
+        // Work started from onEnd, which runs in the request's context whatever its body
+        // (on Workers: handed to the request's waitUntil).
+        if (c.req.path.startsWith('/r/background-on-end/')) {
+          lib.runInBackground(
+            async () => {
+              await sleep(150);
+              background.add(id);
+            },
+            { name: `background from onEnd ${id}` },
+          );
+        }
         ended.set(id, {
           calls: (ended.get(id)?.calls ?? 0) + 1,
           stats,
@@ -170,6 +181,40 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
       return c.json({ value: await getValue(id, 'user') });
     },
   );
+
+  // A streamed body with the Content-Length its handler set: the runtime sends that
+  // length (not chunked), and the request ends at its last byte as "the response
+  // finished" (Deno completes such a response without reading the stream's end).
+  app.get('/r/sized/:id', async (c) => {
+    const id = c.req.param('id');
+    watchReason(id);
+    await getValue(id, 'user');
+    const rows = ['row 1\n', 'row 2\n'];
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const row = rows.shift();
+        if (row === undefined) {
+          controller.close();
+          return;
+        }
+        await getValue(id, 'user');
+        chunks.set(id, 2 - rows.length);
+        controller.enqueue(encoder.encode(row));
+      },
+    });
+    return new Response(body, { headers: { 'content-length': '12' } });
+  });
+
+  // onEnd of a streamed response starts background work (see the adapter's onEnd).
+  app.get('/r/background-on-end/:id', (c) => {
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(encoder.encode('streamed'));
+        controller.close();
+      },
+    });
+    return c.body(body);
+  });
 
   // Work that outlives the response.
   app.get('/r/background/:id', (c) => {

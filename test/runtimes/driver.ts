@@ -287,6 +287,31 @@ export function runtimeSuite(
       },
     );
 
+    it('a streamed body with a Content-Length keeps it, and ends its request at its last byte', async () => {
+      const { base } = up();
+      const res = await fetch(`${base}/r/sized/z1`, { signal: AbortSignal.timeout(10_000) });
+      expect(res.headers.get('content-length')).toBe('12');
+      expect(await res.text()).toBe('row 1\nrow 2\n');
+      const end = await endOf(base, 'z1');
+      expect(end.calls).toBe(1);
+      expect(end.chunks).toBe(2);
+      expect(end.reason).toBe('context-cache: the response finished');
+    });
+
+    it('background work started from onEnd of a streamed response finishes after it', async () => {
+      const { base } = up();
+      const res = await fetch(`${base}/r/background-on-end/o1`, {
+        signal: AbortSignal.timeout(10_000),
+      });
+      expect(await res.text()).toBe('streamed');
+      let done = false;
+      for (let i = 0; i < 100 && !done; i++) {
+        done = await getJson<boolean>(base, '/background-done/o1');
+        if (!done) await sleep(20);
+      }
+      expect(done).toBe(true);
+    });
+
     it('background work started by a request finishes after the response', async () => {
       const { base } = up();
       const res = await fetch(`${base}/r/background/b1`, { signal: AbortSignal.timeout(10_000) });

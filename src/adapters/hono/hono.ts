@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Context, MiddlewareHandler } from 'hono';
 import { publishingEnds } from '../../diagnostics.js';
 import { type ExecutionContext, runWithExecutionContext, scopeStorage } from '../../scope.js';
@@ -159,15 +160,18 @@ function executionContext(c: Context): ExecutionContext | undefined {
 }
 
 /**
- * `body` as a stream that ends the request once the runtime has read its last chunk,
- * or when the runtime cancels it (the client went away). Pulled one chunk at a time
- * (no read-ahead), so "read" means sent on, not buffered by the adapter.
+ * `body` as a stream that ends the request once the runtime has read its last chunk
+ * (or, with a `length` declared by Content-Length, its last byte), or when the runtime
+ * cancels it (the client went away). Pulled one chunk at a time (no read-ahead), so
+ * "read" means sent on, not buffered by the adapter.
  */
 function watchBody(
   body: ReadableStream<Uint8Array>,
   end: (reason: string) => void,
+  length: number | undefined,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
+  let sent = 0;
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -183,17 +187,40 @@ function watchBody(
           controller.close();
           end(RESPONSE_FINISHED);
         } else {
+          sent += chunk.value.byteLength;
           controller.enqueue(chunk.value);
+          // A body of declared length is done at its last byte: Deno completes the
+          // response then (and cancels the rest), without waiting for the stream's end.
+          if (length !== undefined && sent >= length) end(RESPONSE_FINISHED);
         }
       },
       cancel(reason) {
-        end(CLIENT_CLOSED);
+        end(length !== undefined && sent >= length ? RESPONSE_FINISHED : CLIENT_CLOSED);
         return reader.cancel(reason);
       },
     },
     { highWaterMark: 0 },
   );
 }
+
+/** The response's `Content-Length`, when the handler set a valid one. */
+function declaredLength(res: Response): number | undefined {
+  const header = res.headers.get('content-length');
+  if (header === null || !/^\d+$/.test(header)) return undefined;
+  const length = Number(header);
+  return Number.isSafeInteger(length) ? length : undefined;
+}
+
+/** Workers' stream that sends a body of known length with its Content-Length. */
+const FixedLengthStream = (
+  globalThis as {
+    FixedLengthStream?: new (
+      length: number,
+    ) => { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
+  }
+).FixedLengthStream;
+
+function ignore(): void {}
 
 /** One of Hono's response helpers (`c.body`, `c.text`, …): the body comes first. */
 type ResponseHelper = (data: unknown, arg?: unknown, headers?: unknown) => unknown;
@@ -346,7 +373,20 @@ async function serveOnFetch(
     return;
   }
   const body = res.body;
-  const watched = new Response(watchBody(body, end), res);
+  // The runtime reads the body from its own async context: the end is reported in the
+  // request's, so `onEnd`, end subscribers and `runInBackground` there see the request
+  // (on Workers, its execution context), as they do for a complete body.
+  const inRequest = AsyncLocalStorage.snapshot();
+  const length = declaredLength(res);
+  let stream = watchBody(body, (reason) => inRequest(end, reason), length);
+  // A stream of unknown length is sent chunked on Workers: a FixedLengthStream keeps the
+  // Content-Length the handler set (Bun and Deno keep it as it is).
+  if (length !== undefined && FixedLengthStream !== undefined) {
+    const fixed = new FixedLengthStream(length);
+    stream.pipeTo(fixed.writable).catch(ignore);
+    stream = fixed.readable;
+  }
+  const watched = new Response(stream, res);
   // Hono copies the old response's headers into a response assigned over it; this one
   // already has them, and `undefined` first is Hono's way to replace a response whole.
   c.res = undefined;
