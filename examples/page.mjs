@@ -1,6 +1,6 @@
 // Renders one "page" that asks repository-style getters 40 times, the way unrelated
 // code paths do in a real request, and prints how many loads ran with and without the
-// request cache. Run: npm start (after npm run build) or node examples/page.mjs
+// request cache. Run: node examples/page.mjs (after npm run build)
 import { contextCached, getContextCache, withCacheContext } from 'context-cache';
 
 let queries = 0;

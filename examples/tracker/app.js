@@ -16,6 +16,7 @@ import {
   layout,
   loadChrome,
   notFound,
+  rowId,
   STYLE,
   userPage,
 } from './pages.js';
@@ -199,14 +200,14 @@ export async function createApp(options = {}) {
   // reads the user through the cached getter many times; the invalidation is what
   // makes it show the new name rather than the one cached before the write.
   app.post('/users/:id/rename', (request, reply) => {
-    const id = Number(/** @type {any} */ (request.params).id);
+    const id = rowId(/** @type {any} */ (request.params).id);
     const body = /** @type {Record<string, unknown> | undefined} */ (request.body);
     const name = typeof body?.name === 'string' ? body.name.trim().slice(0, 80) : '';
     return sendPage(
       request,
       reply,
       async () => {
-        const before = Number.isSafeInteger(id) ? await getUserById(id) : null;
+        const before = id > 0 ? await getUserById(id) : null;
         if (before === null) return notFound('user');
         if (name === '') {
           const page = await userPage(String(id), {

@@ -60,9 +60,11 @@ export function startExport() {
     csv: null,
   };
   jobs.set(job.id, job);
-  for (const old of jobs.keys()) {
+  // Forget the oldest finished jobs past KEEP; a job still queued or running stays, so
+  // the page it redirected to keeps answering.
+  for (const [id, old] of jobs) {
     if (jobs.size <= KEEP) break;
-    jobs.delete(old);
+    if (old.status === 'done' || old.status === 'failed') jobs.delete(id);
   }
   runInBackground(() => exportIssues(job), {
     name: `export-issues#${job.id}`,

@@ -105,6 +105,19 @@ function positiveInt(value, fallback) {
   return Number.isSafeInteger(n) && n > 0 ? n : fallback;
 }
 
+/** The largest id the tables' `int` columns hold. */
+const MAX_ID = 2_147_483_647;
+
+/**
+ * `value` (a path parameter) as a row id, or 0, which no row has: larger numbers are no
+ * row either, rather than a query the database refuses.
+ * @param {unknown} value
+ */
+export function rowId(value) {
+  const n = positiveInt(value, 0);
+  return n <= MAX_ID ? n : 0;
+}
+
 /**
  * The issue list: every row shows author, repository and your permission on it.
  * @param {{ page?: string }} query
@@ -134,7 +147,7 @@ ${table}
  * @returns {Promise<Page>}
  */
 export async function issuePage(idParam) {
-  const issue = await getIssue(positiveInt(idParam, 0));
+  const issue = await getIssue(rowId(idParam));
   if (issue === null) return notFound('issue');
   const [repo, author, assignee, opened, comments] = await Promise.all([
     repoName(issue.repoId),
@@ -180,7 +193,7 @@ your access: ${await permissionBadge(VIEWER_ID, issue.repoId)}</p>
  * @returns {Promise<Page>}
  */
 export async function userPage(idParam, options = {}) {
-  const id = positiveInt(idParam, 0);
+  const id = rowId(idParam);
   const user = await getUserById(id);
   if (user === null) return notFound('user');
   const [repoIds, latest, joined] = await Promise.all([

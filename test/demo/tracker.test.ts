@@ -285,6 +285,15 @@ function demoSuite(env: () => Record<string, string>, sharedKind: 'memory' | 're
 
     expect((await get(demo, '/users/999999')).status).toBe(404);
     expect((await get(demo, '/issues/nope')).status).toBe(404);
+    // Past what the id columns hold: no such row either, not a refused query.
+    expect((await get(demo, '/users/2147483648')).status).toBe(404);
+    expect((await get(demo, '/issues/2147483648')).status).toBe(404);
+    const renameBeyond = await get(demo, '/users/2147483648/rename', {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'name=x',
+    });
+    expect(renameBeyond.status).toBe(404);
   });
 
   it('renames a user with a form POST and the same request reads its own write', async () => {
