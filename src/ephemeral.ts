@@ -601,7 +601,11 @@ export class Cache implements EphemeralCache, ScopeState {
                 'nothing was cached. Stop the work of a request whose client has gone: ' +
                 'currentSignal() (ctx.signal in loaders) aborted when it left. Run work ' +
                 'that must finish anyway in detach() or runInBackground().'
-            : `${fn}() ran after its request had ended, so nothing was cached: this code ` +
+            : this.transaction !== undefined
+              ? `${fn}() ran after its withTransaction() function had settled, so nothing ` +
+                'was cached: this code outlives the transaction. Await it inside the ' +
+                'transaction, or start it after withTransaction() returns.'
+              : `${fn}() ran after its request had ended, so nothing was cached: this code ` +
                 'outlives the response. Run work that continues after the response in ' +
                 'detach() or runInBackground(), which give it its own scope and timeout.',
           ENDED,

@@ -50,12 +50,15 @@ describe('the coarse clock', () => {
 // read it), so they see what production sees.
 describe('a request cache on the real clock', () => {
   let codes: unknown[] = [];
+  let messages: string[] = [];
   let emitWarning: typeof process.emitWarning;
   beforeEach(() => {
     codes = [];
+    messages = [];
     emitWarning = process.emitWarning;
-    process.emitWarning = ((_message: unknown, _type: unknown, code: unknown) => {
+    process.emitWarning = ((message: unknown, _type: unknown, code: unknown) => {
       codes.push(code);
+      messages.push(String(message));
     }) as typeof process.emitWarning;
   });
   afterEach(() => {
@@ -138,5 +141,9 @@ describe('a request cache on the real clock', () => {
     // Lookups that passed through an ended cache are not its hits or misses.
     expect(cache?.stats()).toMatchObject({ hits: 1, misses: 1, loads: 1 });
     expect(codes).toEqual(['CONTEXT_CACHE_ENDED']);
+    // It names what ended: the transaction, not the request (which may still be live).
+    expect(messages[0]).toMatch(
+      /^getWithContextCacheSync\(\) ran after its withTransaction\(\) function had settled/,
+    );
   });
 });
