@@ -8,7 +8,12 @@ import { createGraphQLServer } from './app.js';
 import { openDatabase } from './db.js';
 
 const port = Number(process.env.PORT ?? 4000);
+const MODES = ['batched', 'dataloader', 'plain'];
 const mode = /** @type {'batched' | 'dataloader' | 'plain'} */ (process.env.MODE ?? 'batched');
+if (!MODES.includes(mode)) {
+  console.error(`MODE must be one of ${MODES.join(', ')}, got ${JSON.stringify(mode)}.`);
+  process.exit(1);
+}
 const db = await openDatabase();
 const server = createGraphQLServer({ db, mode, serverTiming: true });
 server.listen(port, '127.0.0.1', () => {
