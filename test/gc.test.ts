@@ -44,22 +44,26 @@ describe('a finished request', () => {
     expect(cache).toBeDefined();
   });
 
-  it('is collectable while a getter timeout is still pending on a load that never settles', async () => {
-    // The load's timer is armed for a minute; the request is over long before. Neither
-    // the timer nor its callback may hold the request's scope, cache or values.
+  it('drops its values while a getter timeout is pending on a load that never settles, and is collectable once it fires', async () => {
+    // The load's timer holds the load (so that its callers are rejected at the limit even
+    // when nothing else holds a load whose resolve was lost), and the load's handlers
+    // hold the cache object, for at most the timeout. The request's values go at end().
     const hang = contextCached('gc-timeout', () => new Promise<object>(() => {}), {
-      timeout: 60_000,
+      timeout: 300,
     });
+    let timedOut: Promise<unknown> | undefined;
     const refs = await withCacheContext(async () => {
       const value = { big: new Array(1000).fill(1) };
       setContextDataLike(value);
-      void hang(1).catch(() => {});
+      timedOut = hang(1).catch((err: unknown) => err);
       const cache = getContextCache();
       cache?.end();
       return { cache: new WeakRef(cache as object), value: new WeakRef(value) };
     });
-    expect(await collected(refs.cache)).toBe(true);
     expect(await collected(refs.value)).toBe(true);
+    expect(await timedOut).toMatchObject({ code: 'CONTEXT_CACHE_LOAD_TIMEOUT' });
+    timedOut = undefined;
+    expect(await collected(refs.cache)).toBe(true);
   });
 
   it('control: a live reference keeps it (the check can fail)', async () => {
