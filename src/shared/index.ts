@@ -370,6 +370,8 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   const onRecover = options.onRecover;
 
   const flights = new Map<string, Flight<V>>();
+  /** Loads every caller left, still running or writing back (see `orphan`). */
+  const orphans = new Map<string, Set<Flight<V>>>();
   const pending = new Set<Promise<unknown>>();
   const views = new Map<string, SharedGroupView<V>>();
   let down = false;
@@ -838,6 +840,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     // Every caller has gone: the next call starts afresh, and the load is told to stop.
     // If it finishes all the same, its value is still written back.
     forget(flight);
+    orphan(flight);
     // A batch load stops only when every one of its keys has lost its callers.
     if (flight.batch !== undefined && --flight.batch.open > 0) return;
     abandon(flight.controller, reason);
@@ -1104,9 +1107,35 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
 
   function supersede(fullKey: string): void {
     const flight = flights.get(fullKey);
-    if (flight === undefined) return;
-    flight.superseded = true;
-    forget(flight);
+    if (flight !== undefined) {
+      flight.superseded = true;
+      forget(flight);
+    }
+    const left = orphans.get(fullKey);
+    if (left !== undefined) for (const orphaned of left) orphaned.superseded = true;
+  }
+
+  /**
+   * Keep a load every caller left where a later set or delete of its key still finds it,
+   * until it has settled and written back: its write-back is then skipped, whether or
+   * not the store still holds the delete's tombstone (a memoryStore past its `max`, or
+   * a Redis under `maxmemory`, may have evicted it).
+   */
+  function orphan(flight: Flight<V>): void {
+    let left = orphans.get(flight.key);
+    if (left === undefined) {
+      left = new Set();
+      orphans.set(flight.key, left);
+    }
+    left.add(flight);
+    const done = (): void => {
+      left.delete(flight);
+      if (left.size === 0 && orphans.get(flight.key) === left) orphans.delete(flight.key);
+    };
+    flight.promise.then(
+      () => (flight.writing === undefined ? done() : flight.writing.then(done, done)),
+      done,
+    );
   }
 
   function closedError(fn: string): Error {

@@ -623,34 +623,38 @@ export function tieredStore(options: TieredStoreOptions): TieredStore {
       return values;
     },
     async setMany(entries) {
-      generation++;
+      const seen = ++generation;
       for (const { key } of entries) await l1.delete(key);
       const landed =
         l2.setMany !== undefined
           ? ((await l2.setMany(entries)) as boolean[])
           : await Promise.all(entries.map((e) => l2.set(e.key, e.value, e.ttl, e.version)));
+      // As in `set`: nothing heard meanwhile, or L1 is left for the next read to fill.
+      const quiet = seen === generation;
       const published: Promise<unknown>[] = [];
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i] as StoreEntry;
         // A newer value is in Redis: its writer has told everyone already.
         if (landed[i] === false) continue;
         if (isTombstone(e.value)) await dropLanded(e.key);
-        else await l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
+        else if (quiet) await l1.set(e.key, e.value, Math.min(l1ttl, e.ttl), e.version);
         published.push(publish(e.key));
       }
       await Promise.all(published);
       return landed;
     },
     async set(key, value, ttl, version) {
-      generation++;
+      const seen = ++generation;
       await l1.delete(key);
       const landed = await l2.set(key, value, ttl, version);
       // A newer value is in Redis: its writer has told everyone already.
       if (landed === false) return false;
       // The writer keeps its value (write-through); others drop the key on the message,
-      // which this instance ignores. A delete's tombstone stays in Redis only.
+      // which this instance ignores. A delete's tombstone stays in Redis only. If anything
+      // was heard while the write was on its way (another instance's newer write of this
+      // key, whose message came before this reply), L1 is left for the next read to fill.
       if (isTombstone(value)) await dropLanded(key);
-      else await l1.set(key, value, Math.min(l1ttl, ttl), version);
+      else if (seen === generation) await l1.set(key, value, Math.min(l1ttl, ttl), version);
       await publish(key);
       return true;
     },

@@ -6,6 +6,8 @@
  * whose callers all left, and a store that breaks its own contract.
  */
 
+import type { AddressInfo } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -30,12 +32,12 @@ beforeAll(async () => {
   admin = new Redis(server.url);
 });
 afterAll(async () => {
-  for (const close of closers.splice(0)) await close();
+  for (const close of closers.splice(0).reverse()) await close();
   admin?.disconnect();
   await server?.stop();
 });
 beforeEach(async () => {
-  for (const close of closers.splice(0)) await close();
+  for (const close of closers.splice(0).reverse()) await close();
   await admin.flushall();
 });
 
@@ -112,6 +114,80 @@ describe('tieredStore: a batched read', () => {
     );
     await sleep(20);
     expect(await other.getMany(keys)).toEqual([undefined, undefined]);
+  });
+});
+
+describe("tieredStore: a write's reply that comes after another instance's message", () => {
+  it("does not put the older value back into the writer's L1", async () => {
+    // Instance A's command connection answers 150 ms late (a slow link, under
+    // readTimeout); its subscriber is not delayed, so B's message can come first.
+    const proxy = createServer((client) => {
+      const upstream = connect(server.port, '127.0.0.1');
+      let subscriber = false;
+      client.on('data', (data) => {
+        if (/subscribe/i.test(data.toString('latin1'))) subscriber = true;
+        upstream.write(data);
+      });
+      upstream.on('data', (data) => {
+        if (subscriber) client.write(data);
+        else setTimeout(() => client.destroyed || client.write(data), 150);
+      });
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('error', () => {});
+      upstream.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    closers.push(() => new Promise((resolve) => proxy.close(resolve)));
+    const namespace = `race${++n}`;
+    const a = tieredStore({
+      l1: memoryStore({ max: 100, ttl: 30_000 }),
+      l2: redisStore({ url: `redis://127.0.0.1:${(proxy.address() as AddressInfo).port}` }),
+    });
+    const aCache = createSharedCache<string>({ store: a, ttl: 60_000, namespace });
+    closers.push(() => aCache.close());
+    const b = tiered(undefined, namespace);
+    await Promise.all([a.ready(), b.store.ready()]);
+    // Redis learns the compare-and-set script first, as after any instance's first write.
+    await aCache.getOrLoad('warm-up', async () => 'x');
+    await sleep(400);
+    let row = 'v1';
+    // A's write-back lands in Redis; its reply is still on the way when B deletes.
+    expect(await aCache.getOrLoad('k', async () => row)).toBe('v1');
+    await sleep(50);
+    row = 'v2';
+    await b.cache.delete('k');
+    await sleep(300);
+    expect(await aCache.getOrLoad('k', async () => row)).toBe('v2');
+  });
+});
+
+describe('memoryStore as the shared store', () => {
+  it('skips the write-back of a load every caller left once its key is deleted, even if the tombstone was evicted', async () => {
+    const cache = createSharedCache<string>({
+      store: memoryStore({ max: 2 }),
+      ttl: 60_000,
+      namespace: 'evicted',
+    });
+    closers.push(() => cache.close());
+    let row = 'v1';
+    const client = new AbortController();
+    const slow = deferred<string>();
+    const first = withCacheContext(
+      () => cache.getOrLoad('k', () => slow.promise.then(() => 'v1')),
+      { signal: client.signal },
+    );
+    first.catch(() => {});
+    client.abort(new Error('client went away'));
+    row = 'v2';
+    await cache.delete('k');
+    // Two other keys: past max, the tombstone is evicted.
+    await cache.getOrLoad('x', async () => 'x');
+    await cache.getOrLoad('y', async () => 'y');
+    slow.resolve('done');
+    await first.catch(() => undefined);
+    await sleep(20);
+    expect(await cache.getOrLoad('k', async () => row)).toBe('v2');
   });
 });
 
