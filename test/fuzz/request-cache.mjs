@@ -143,8 +143,12 @@ class MCache {
     this.entries = new Map(); // gk -> { state: 'pending'|'settled', token, value } (insertion order)
     this.st = { hits: 0, joins: 0, misses: 0, loads: 0, errors: 0, evictions: 0, batches: 0 };
     this.frozen = undefined;
+    this.lookups = 0;
+    this.inserts = 0;
   }
+  /** Insert `e` as the newest entry (a new insertion, as the cache counts them). */
   append(gk, e) {
+    this.inserts++;
     this.entries.delete(gk);
     this.entries.set(gk, e);
     while (this.entries.size > this.maxEntries) {
@@ -153,8 +157,8 @@ class MCache {
       this.st.evictions++;
     }
   }
-  replace(gk, e) {
-    // keeps place if present
+  /** A write: in place if the key is there (it keeps its place), else a new insertion. */
+  put(gk, e) {
     if (this.entries.has(gk)) this.entries.set(gk, e);
     else this.append(gk, e);
   }
@@ -280,12 +284,7 @@ function asyncLoader(group) {
         const v = { ownerId: st.ownerId, gk, tokenId: `reset${++S.setSeq}` };
         tr(`  loader sets own key ${gk}`);
         setContextData(group, key, v);
-        const e = mc.entries.get(gk);
-        if (e) mc.entries.set(gk, { state: 'settled', value: v, token: null });
-        else {
-          mc.append(gk, { state: 'settled', value: v, token: null });
-          mc.inserts++;
-        }
+        mc.put(gk, { state: 'settled', value: v, token: null });
       } else if (r < 0.8) {
         // remove another key
         const k2 = KEYS[group]();
@@ -352,12 +351,7 @@ function syncLoader(group) {
         const v = { ownerId: st.ownerId, gk, tokenId: `sset${++S.setSeq}` };
         tr(`  sync loader sets own key`);
         setContextData(group, key, v);
-        const e = mc.entries.get(gk);
-        if (e) mc.entries.set(gk, { state: 'settled', value: v, token: null });
-        else {
-          mc.append(gk, { state: 'settled', value: v, token: null });
-          mc.inserts++;
-        }
+        mc.put(gk, { state: 'settled', value: v, token: null });
       }
     }
     if (chance(0.04)) {
@@ -627,11 +621,9 @@ function opAsyncLookup(ctx) {
       );
       if (expect === 'miss' && call.syncResult.ok && !mc.ended) {
         mc.append(gk, { state: 'settled', value: call.syncResult.value, token: t });
-        mc.inserts++;
       }
     } else if (expect === 'miss' && !mc.ended) {
       mc.append(gk, { state: 'pending', token: t });
-      mc.inserts++;
     }
     exp = { kind: 'token', token: t };
   }
@@ -699,7 +691,6 @@ function opSyncLookup(ctx) {
           mc.entries.set(gk, { state: 'settled', value: r.value, token: r.token });
         } else {
           mc.append(gk, { state: 'settled', value: r.value, token: r.token });
-          mc.inserts++;
         }
       }
     } else {
@@ -742,7 +733,6 @@ function opBatched(ctx) {
         what = 'rejoin';
         mc.st.joins++;
         mc.append(gk, { state: 'pending', token: queued.token });
-        mc.inserts++;
         exp = { kind: 'token', token: queued.token };
       } else {
         what = 'miss';
@@ -751,7 +741,6 @@ function opBatched(ctx) {
         const t = newToken('batch', gk, st.ownerId, mc, true);
         q.keys.push({ gk, token: t });
         mc.append(gk, { state: 'pending', token: t });
-        mc.inserts++;
         exp = { kind: 'token', token: t };
       }
     } else if (queued) {
@@ -847,12 +836,7 @@ function opData(ctx) {
       );
     else setContextData(group, key, v);
     if (isLive) {
-      const e = mc.entries.get(gk);
-      if (e) mc.entries.set(gk, { state: 'settled', value: v, token: null });
-      else {
-        mc.append(gk, { state: 'settled', value: v, token: null });
-        mc.inserts++;
-      }
+      mc.put(gk, { state: 'settled', value: v, token: null });
     }
   } else if (r < 0.55) {
     const viaInv = group !== 'gd' && chance(0.5);
@@ -924,12 +908,7 @@ function opBurst(_ctx) {
     if (r < 0.35) {
       const v = { ownerId: st.ownerId, gk, tokenId: `b${++S.setSeq}` };
       setContextData(group, key, v);
-      const e = mc.entries.get(gk);
-      if (e) mc.entries.set(gk, { state: 'settled', value: v, token: null });
-      else {
-        mc.append(gk, { state: 'settled', value: v, token: null });
-        mc.inserts++;
-      }
+      mc.put(gk, { state: 'settled', value: v, token: null });
     } else if (r < 0.55) {
       removeContextData(group, key);
       mc.entries.delete(gk);
@@ -983,8 +962,6 @@ function openCache(fn, opts) {
   }
   const maxEntries = opts?.maxEntries ?? 10000;
   const mc = new MCache(++cacheSeq, maxEntries);
-  mc.lookups = 0;
-  mc.inserts = 0;
   S.caches.push(mc);
   let signal = opts?.signal ?? parent.signal;
   if (typeof signal === 'function') signal = signal();

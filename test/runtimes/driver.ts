@@ -125,6 +125,15 @@ async function endOf(base: string, id: string): Promise<EndRecord> {
   throw new Error(`the cache of request ${id} never ended`);
 }
 
+/** Poll `/background-done/:id` until request `id`'s background task has finished (bounded). */
+async function backgroundDone(base: string, id: string): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (await getJson<boolean>(base, `/background-done/${id}`)) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
 /**
  * The runtime's suite: one test per conformance case, then the Hono app checked over
  * HTTP. `start` launches the runtime; if it throws, every test fails with its message.
@@ -304,24 +313,14 @@ export function runtimeSuite(
         signal: AbortSignal.timeout(10_000),
       });
       expect(await res.text()).toBe('streamed');
-      let done = false;
-      for (let i = 0; i < 100 && !done; i++) {
-        done = await getJson<boolean>(base, '/background-done/o1');
-        if (!done) await sleep(20);
-      }
-      expect(done).toBe(true);
+      expect(await backgroundDone(base, 'o1')).toBe(true);
     });
 
     it('background work started by a request finishes after the response', async () => {
       const { base } = up();
       const res = await fetch(`${base}/r/background/b1`, { signal: AbortSignal.timeout(10_000) });
       expect(await res.text()).toBe('started');
-      let done = false;
-      for (let i = 0; i < 100 && !done; i++) {
-        done = await getJson<boolean>(base, '/background-done/b1');
-        if (!done) await sleep(20);
-      }
-      expect(done).toBe(true);
+      expect(await backgroundDone(base, 'b1')).toBe(true);
     });
   });
 }
