@@ -32,6 +32,7 @@ import {
   DEFAULT_MAX_ENTRIES,
   EMPTY_CONTEXT,
   type EphemeralCache,
+  isThenable,
 } from './ephemeral.js';
 import { checkOptionNames, describe, isCount, isDuration } from './warnings.js';
 
@@ -360,7 +361,7 @@ export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => 
     cache.discard();
     throw err;
   }
-  if (!isPromiseLike(result)) {
+  if (!isThenable(result)) {
     cache.discard();
     return result;
   }
@@ -378,12 +379,4 @@ export function withTransaction<T>(transaction: NonNullable<unknown>, fn: () => 
       throw err;
     },
   ) as T;
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return (
-    value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as PromiseLike<unknown>).then === 'function'
-  );
 }

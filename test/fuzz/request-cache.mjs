@@ -13,6 +13,7 @@
 // Exits 1 when a seed breaks an invariant, printing the seed (replay it with --verbose
 // for the trace of operations before the violation).
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { mulberry32 } from './prng.mjs';
 
 const lib = await import(new URL('../../dist/index.js', import.meta.url).href);
 const {
@@ -39,15 +40,6 @@ const BUDGET = Number(
 const VERBOSE = flags.includes('--verbose');
 
 // ---------------------------------------------------------------- PRNG
-function mulberry32(a) {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------- run state
 let S; // current seed's state
@@ -324,12 +316,9 @@ function asyncLoader(group) {
     return p;
   };
 }
-const loaders = {
-  ga: asyncLoader('ga'),
-  gb: asyncLoader('gb'),
-  gc: asyncLoader('gc'),
-  gd: asyncLoader('gd'),
-};
+/** `make(group)` for each group the fuzzer uses, by group. */
+const perGroup = (make) => Object.fromEntries(['ga', 'gb', 'gc', 'gd'].map((g) => [g, make(g)]));
+const loaders = perGroup(asyncLoader);
 
 function syncLoader(group) {
   return function loadSync(key) {
@@ -369,12 +358,7 @@ function syncLoader(group) {
     return v;
   };
 }
-const syncLoaders = {
-  ga: syncLoader('ga'),
-  gb: syncLoader('gb'),
-  gc: syncLoader('gc'),
-  gd: syncLoader('gd'),
-};
+const syncLoaders = perGroup(syncLoader);
 
 // Batch functions. The model keeps, per (group, owner), the queue of keys not yet dispatched.
 const BATCH_MAX = { gb: Infinity, gc: 2 };

@@ -24,6 +24,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { mulberry32 } from './prng.mjs';
 
 const lib = await import(new URL('../../dist/index.js', import.meta.url).href);
 const { redisStore, tieredStore } = await import(
@@ -53,15 +54,6 @@ const GRACE = 120; // ms after a write resolved, for its pub/sub message (plus p
 const MAX_JITTER = 25;
 
 // ---------------------------------------------------------------- utils
-function mulberry32(a) {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let SEQ = 0;
