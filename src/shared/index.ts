@@ -106,6 +106,9 @@ export const MAX_LOAD_AGE = 5 * 60 * 1000;
 /** Default `maxValueBytes`: 1 MiB, far above any setting or user row. */
 export const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024;
 
+/** What replaces a value that does not decode: a tombstone every write is newer than. */
+const OLDEST_TOMBSTONE = tombstone(1);
+
 /** Code of the default warning for the start of a store outage. */
 export const STORE_DOWN = 'CONTEXT_CACHE_STORE_DOWN';
 /** Code of the warning, once per cache, for a loaded value that could not be stored. */
@@ -551,13 +554,24 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
     return (data as Record<string, unknown>).v;
   }
 
-  /** A value that does not decode is a miss: drop it so it is loaded and stored again. */
+  /**
+   * A value that does not decode is a miss: replace it so it is loaded and stored again.
+   * Not by a `DEL`, which could land after a delete's tombstone written since and drop
+   * it (an older write-back would then land): by the oldest possible tombstone, through
+   * the version rule, which lands over a value without a version header and never over
+   * a tombstone or a value written since. A value with a header and a payload that does
+   * not decode stays until the next load's write-back, which is newer, replaces it.
+   */
   function dropCorrupt(key: string): void {
     track(
-      detach(() => op('delete', key, writeTimeout, () => store.delete(key)), {
-        timeout: writeTimeout,
-        name: 'context-cache drop corrupt value',
-      }),
+      detach(
+        () =>
+          op('delete', key, writeTimeout, () => store.set(key, OLDEST_TOMBSTONE, tombstoneTtl, 1)),
+        {
+          timeout: writeTimeout,
+          name: 'context-cache drop corrupt value',
+        },
+      ),
     );
   }
 

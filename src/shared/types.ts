@@ -163,8 +163,9 @@ export interface Store {
    */
   setMany?(entries: readonly StoreEntry[]): Promise<unknown>;
   /**
-   * Drop `key` (and tell other instances, where the store has any). The cache calls it
-   * for a value that does not decode; its own deletes write a tombstone through `set`.
+   * Drop `key` (and tell other instances, where the store has any), for direct calls.
+   * The cache itself never calls it: its deletes, and its replacement of a value that
+   * does not decode, write a tombstone through `set`, under the version rule.
    */
   delete(key: string): Promise<void>;
   /**

@@ -14,7 +14,8 @@ import { encodeKey } from '../../src/keys.js';
 import { redisStore, tieredStore } from '../../src/shared/redis.js';
 import { defaultSerializer } from '../../src/shared/serializer.js';
 import { GROUP_VIEW } from '../../src/shared/types.js';
-import { eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
+import { frame, isTombstone } from '../../src/shared/version.js';
+import { deferred, eventually, noUnhandledRejections, sleep } from '../helpers/async.js';
 import { type RedisServer, startRedis } from '../helpers/redis-server.js';
 
 let server: RedisServer;
@@ -151,7 +152,7 @@ describe.each(kinds)('$name', (kind) => {
     expect(await b.get('k')).toBe('from b');
   });
 
-  it('treats a value that does not decode as a miss, deletes it and loads again', async () => {
+  it('treats a value that does not decode as a miss, replaces it and loads again', async () => {
     const c = cache();
     const full = `app:{${encodeKey('test', 'k')}}`;
     await store.set(full, 'not an envelope {', 60_000);
@@ -161,10 +162,54 @@ describe.each(kinds)('$name', (kind) => {
     expect(loads).toBe(1);
     await store.set(full, JSON.stringify('a foreign value'), 60_000);
     expect(await c.get('k')).toBeUndefined();
+    await eventually(async () => {
+      const raw = await store.get(full);
+      return raw === undefined || isTombstone(raw);
+    }, 'the bad value was replaced');
+  });
+
+  it('never drops a delete made while it replaces a value that does not decode', async () => {
+    // A store whose writes can be held on their way, as by a slow network.
+    let hold: Promise<void> | undefined;
+    let held = 0;
+    const slow = new Proxy(store, {
+      get(target, prop) {
+        const member = Reflect.get(target, prop) as unknown;
+        if (typeof member !== 'function') return member;
+        if (prop !== 'set' && prop !== 'delete') return member.bind(target);
+        return async (...args: unknown[]) => {
+          if (hold !== undefined) {
+            held++;
+            await hold;
+          }
+          return member.apply(target, args);
+        };
+      },
+    });
+    const c = createSharedCache<unknown>({ store: slow, ttl: 60_000, namespace: 'app' });
+    caches.push(c);
+    const full = `app:{${encodeKey('test', 'k')}}`;
+    await store.set(full, 'not an envelope {', 60_000);
+    const release = deferred();
+    hold = release.promise;
+    // The bad value is a miss; the write that clears it is sent and held.
+    expect(await c.get('k')).toBeUndefined();
+    await eventually(() => held > 0, 'the bad value is being cleared');
+    hold = undefined;
+    // Meanwhile the key is deleted: its tombstone lands first.
+    await c.delete('k');
+    release.resolve();
     await eventually(
-      async () => (await store.get(full)) === undefined,
-      'the bad value was deleted',
+      async () =>
+        isTombstone((await store.get(full)) ?? '') || (await store.get(full)) === undefined,
+      'the clearing write landed',
     );
+    await sleep(20);
+    // A load that started before the delete writes back late: the delete must refuse it.
+    const before = (Date.now() - 60_000) * 1000;
+    const stale = frame(before, defaultSerializer.encode({ cc: 1, v: 'stale' }));
+    await store.set(full, stale, 60_000, before);
+    expect(await c.get('k')).toBeUndefined();
   });
 });
 
