@@ -394,10 +394,17 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
   /** Groups (`''` for keys outside any group) already warned of a value that cannot be encoded. */
   const warnedGroups = new Set<string>();
   let closing: Promise<void> | undefined;
+  /**
+   * Set when `close()` closes the store: a load still running then answers its callers
+   * but is not written back, and nothing more is sent to the store.
+   */
+  let storeClosed = false;
 
   // --- outages -------------------------------------------------------------------
 
   function failed(err: Error, op: string, key: string, seq: number, probe = false): void {
+    // An operation cut short by `close()` closing the store is not an outage.
+    if (storeClosed) return;
     if (probe) {
       probing = false;
       if (down) {
@@ -445,6 +452,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
    * outside the request scope: a store stuck past the limit holds no request's cache.
    */
   function op<T>(name: string, key: string, limit: number, run: () => Promise<T>): Promise<T> {
+    if (storeClosed) return Promise.reject(closedError(name));
     const seq = ++opCount;
     // A client that says it is not connected is not waited on (nor its offline queue
     // fed): the operation fails at once with the client's own cause.
@@ -1255,6 +1263,7 @@ export function createSharedCache<V>(options: SharedCacheOptions): SharedCache<V
           await Promise.race([Promise.allSettled([...pending]), sleep(writeTimeout, stop.signal)]);
           stop.abort();
         }
+        storeClosed = true;
         await store.close();
       })();
       return closing;

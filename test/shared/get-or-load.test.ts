@@ -8,6 +8,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { setClock } from '../../src/clock.js';
 import {
+  contextBatched,
   contextCached,
   createSharedCache,
   currentSignal,
@@ -442,6 +443,30 @@ describe('close', () => {
     expect(store.state.sets).toBe(1);
     await expect(cache.set('k', 1)).rejects.toThrow('set(): the shared cache is closed.');
     expect(await cache.getOrLoad('k', () => 'loader still answers')).toBe('loader still answers');
+  });
+
+  it('answers loads still running at close() without sending them to the closed store', async () => {
+    const store = switchable();
+    const { cache, events } = make(store);
+    const slow = deferred<string>();
+    const slowBatch = deferred<string[]>();
+    const getMany = contextBatched('closing', (_keys: readonly string[]) => slowBatch.promise, {
+      shared: cache,
+    });
+    const loading = cache.getOrLoad('k', () => slow.promise);
+    const batched = withCacheContext(() => Promise.all([getMany('a'), getMany('b')]));
+    await eventually(() => store.state.attempts >= 3, 'the store was read for every key');
+    await cache.close();
+    // A closed client fails whatever is sent to it.
+    store.state.mode = 'fail';
+    const attempts = store.state.attempts;
+    slow.resolve('v');
+    slowBatch.resolve(['va', 'vb']);
+    expect(await loading).toBe('v');
+    expect(await batched).toEqual(['va', 'vb']);
+    await sleep(150);
+    expect(store.state.attempts).toBe(attempts);
+    expect(events).toEqual([]);
   });
 });
 
