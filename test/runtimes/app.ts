@@ -26,6 +26,15 @@ export interface EndRecord {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** What `/r/precompressed/:id` answers once its client has undone the gzip. */
+export const PRECOMPRESSED_TEXT = 'a body compressed by its handler\n'.repeat(8);
+
+/** `PRECOMPRESSED_TEXT` gzipped beforehand, so every runtime sends the same bytes. */
+export const PRECOMPRESSED_GZIP = Uint8Array.from(
+  atob('H4sIAAAAAAACA0tUSMpPqVRIzs8tKEotLk5NUUiqVMgsKVbISMxLyUkt4kocGQoAbhAxAggBAAA='),
+  (char) => char.charCodeAt(0),
+);
+
 export function makeApp(lib: Lib, adapter: Adapter): Hono {
   const loads = new Map<string, Record<string, number>>();
   const chunks = new Map<string, number>();
@@ -203,6 +212,42 @@ export function makeApp(lib: Lib, adapter: Adapter): Hono {
       },
     });
     return new Response(body, { headers: { 'content-length': '12' } });
+  });
+
+  // A body its handler compressed already, streamed in two chunks after the handler has
+  // returned (with `?sized`, with its Content-Length too). `encodeBody: 'manual'` tells
+  // Workers to send the bytes as they are: without it, a Content-Encoding makes Workers
+  // compress the body itself. Other runtimes send a body that has a Content-Encoding as
+  // it is, and ignore the key.
+  app.get('/r/precompressed/:id', async (c) => {
+    const id = c.req.param('id');
+    watchReason(id);
+    await getValue(id, 'user');
+    const bytes = PRECOMPRESSED_GZIP;
+    const half = bytes.length >> 1;
+    const parts = [bytes.subarray(0, half), bytes.subarray(half)];
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const part = parts.shift();
+        if (part === undefined) {
+          controller.close();
+          return;
+        }
+        await getValue(id, 'user');
+        controller.enqueue(part.slice());
+      },
+    });
+    const headers = new Headers({
+      'content-type': 'text/plain',
+      'content-encoding': 'gzip',
+      'x-handler': 'kept',
+    });
+    if (c.req.query('sized') !== undefined) headers.set('content-length', String(bytes.length));
+    return new Response(body, {
+      status: 203,
+      headers,
+      encodeBody: 'manual',
+    } as ResponseInit);
   });
 
   // onEnd of a streamed response starts background work (see the adapter's onEnd).

@@ -9,7 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EndRecord } from './app.js';
+import { type EndRecord, PRECOMPRESSED_GZIP, PRECOMPRESSED_TEXT } from './app.js';
 import { type ConformanceReport, conformanceCases } from './conformance.js';
 
 export const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -305,6 +305,30 @@ export function runtimeSuite(
       expect(end.calls).toBe(1);
       expect(end.chunks).toBe(2);
       expect(end.reason).toBe('context-cache: the response finished');
+    });
+
+    it('a streamed body its handler compressed (Content-Encoding: gzip, encodeBody "manual") is sent as it is, with or without a Content-Length', async () => {
+      const { base } = up();
+      for (const [id, query] of [
+        ['c1', ''],
+        ['c2', '?sized'],
+      ] as const) {
+        const res = await fetch(`${base}/r/precompressed/${id}${query}`, {
+          signal: AbortSignal.timeout(10_000),
+        });
+        expect(res.status, query).toBe(203);
+        expect(res.headers.get('x-handler'), query).toBe('kept');
+        expect(res.headers.get('content-encoding'), query).toBe('gzip');
+        // The body went through the adapter, which waited for the runtime to read it.
+        expect(res.headers.get('x-ended-on-return'), query).toBe('false');
+        // fetch undoes one gzip: a body compressed a second time would come out as gzip.
+        expect(await res.text(), query).toBe(PRECOMPRESSED_TEXT);
+        if (query !== '')
+          expect(res.headers.get('content-length')).toBe(String(PRECOMPRESSED_GZIP.length));
+        const end = await endOf(base, id);
+        expect(end.calls, query).toBe(1);
+        expect(end.closed, query).toBe(true);
+      }
     });
 
     it('background work started from onEnd of a streamed response finishes after it', async () => {
