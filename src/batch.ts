@@ -22,7 +22,7 @@ import { claimGroup } from './groups.js';
 import { type CacheKey, checkGroup, encodeComposite, mapKeyOf } from './keys.js';
 import { currentScope, type LoaderContext, type ScopeState } from './scope.js';
 import { batchFailure, type SharedCache, type SharedGroupView } from './shared/types.js';
-import { checkOptionNames, describe, isCount } from './warnings.js';
+import { checkOptionNames, describe, isCount, labelCalls } from './warnings.js';
 import { groupTiers } from './wrap.js';
 
 const FN = 'contextBatched';
@@ -530,7 +530,7 @@ export function contextBatched<K extends CacheKey, V>(
   const batched = (key: K): Promise<V> => {
     const scope = currentScope();
     const kind = typeof key;
-    const mapKey = kind === 'number' || kind === 'string' ? key : mapKeyOf(FN, key);
+    const mapKey = kind === 'number' || kind === 'string' ? key : mapKeyOf(FN, key, batched);
     const composite = kind === 'object' && key !== null;
     const cache = scope?.cache;
     let entry: BatchedEntry | null = null;
@@ -558,6 +558,7 @@ export function contextBatched<K extends CacheKey, V>(
     return promise as Promise<V>;
   };
 
+  labelCalls(batched, `the getter of contextBatched('${group}')`);
   const getter = batched as ContextBatchedFunction<K, V>;
   getter.many = (keys: readonly K[]): Promise<V[]> => {
     if (!Array.isArray(keys)) {

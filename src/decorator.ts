@@ -9,7 +9,7 @@ import { claimGroup } from './groups.js';
 import type { CacheKey } from './keys.js';
 import { checkGroup } from './keys.js';
 import type { LoaderContext } from './scope.js';
-import { describe } from './warnings.js';
+import { describe, labelCalls } from './warnings.js';
 import { type ContextCachedOptions, groupTiers, lookup, type TierLoader } from './wrap.js';
 
 /**
@@ -147,6 +147,7 @@ export function cached<V = unknown>(
       return lookup(group, key, load as never, cachedMethod, this) as Promise<T>;
     };
     controlsOf.set(cachedMethod, controls);
+    labelCalls(cachedMethod, `@cached('${group}') ${method.name || 'method'}()`);
     return cachedMethod;
   }
 

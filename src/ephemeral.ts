@@ -13,7 +13,7 @@ import { epoch, now, readEpoch, STALE } from './clock.js';
 import { publishEnd, traceLoad, tracingLoads } from './diagnostics.js';
 import { type CacheKey, checkGroup, checkLoader, mapKeyOf } from './keys.js';
 import type { LoaderContext, ScopeState } from './scope.js';
-import { ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
+import { callerLabel, ENDED, EXPIRED, type StackCut, warn } from './warnings.js';
 
 /**
  * How long a request cache serves, in ms: five minutes, as Gitea's
@@ -592,20 +592,21 @@ export class Cache implements EphemeralCache, ScopeState {
     }
     const flags = this.flags;
     this.flags |= IS_CLOSED;
+    const who = callerLabel(fn, cut);
     if ((flags & IS_ENDED) !== 0) {
       if ((flags & WARNED_ENDED) === 0) {
         this.flags |= WARNED_ENDED;
         warn(
           (flags & CLIENT_GONE) !== 0
-            ? `${fn}() ran after its request's client had closed the connection, so ` +
+            ? `${who} ran after its request's client had closed the connection, so ` +
                 'nothing was cached. Stop the work of a request whose client has gone: ' +
                 'currentSignal() (ctx.signal in loaders) aborted when it left. Run work ' +
                 'that must finish anyway in detach() or runInBackground().'
             : this.transaction !== undefined
-              ? `${fn}() ran after its withTransaction() function had settled, so nothing ` +
+              ? `${who} ran after its withTransaction() function had settled, so nothing ` +
                 'was cached: this code outlives the transaction. Await it inside the ' +
                 'transaction, or start it after withTransaction() returns.'
-              : `${fn}() ran after its request had ended, so nothing was cached: this code ` +
+              : `${who} ran after its request had ended, so nothing was cached: this code ` +
                 'outlives the response. Run work that continues after the response in ' +
                 'detach() or runInBackground(), which give it its own scope and timeout.',
           ENDED,
@@ -615,7 +616,7 @@ export class Cache implements EphemeralCache, ScopeState {
     } else if ((flags & WARNED_EXPIRED) === 0) {
       this.flags |= WARNED_EXPIRED;
       warn(
-        `${fn}() used a request cache more than ${this.lifetime} ms after it was created, ` +
+        `${who} used a request cache more than ${this.lifetime} ms after it was created, ` +
           'past its lifetime, so lookups now pass through to their loaders. This is ' +
           'likely long-running work inside a request cache: run it in detach() or ' +
           'withNoCacheContext().',
@@ -677,7 +678,7 @@ export class Cache implements EphemeralCache, ScopeState {
   ): Promise<unknown> {
     checkGroup('getWithContextCache', group);
     checkLoader('getWithContextCache', loader);
-    const mapKey = mapKeyOf('getWithContextCache', key);
+    const mapKey = mapKeyOf('getWithContextCache', key, cut);
     if (!this.serving('getWithContextCache', cut)) {
       return this.passThrough(group, key, loader, thisArg);
     }

@@ -5,7 +5,7 @@
  * the request cache keeps them in a map of their own, so they never meet string keys.
  */
 
-import { describe } from './warnings.js';
+import { callerLabel, describe, type StackCut } from './warnings.js';
 
 /** A primitive that can be (part of) a cache key. */
 export type KeyPart = string | number | bigint | boolean | null | undefined;
@@ -37,16 +37,16 @@ export type KeyCandidate = KeyPart | object;
 const KEY_TYPES = 'a string, number, bigint, boolean, null, undefined or an array of those';
 
 /** The TypeError for a key that is not a `CacheKey`. */
-export function keyError(fn: string, key: unknown): TypeError {
+export function keyError(fn: string, key: unknown, cut?: StackCut): TypeError {
   return new TypeError(
-    `${fn}(): key must be ${KEY_TYPES}, got ${describe(key)}. ` +
+    `${callerLabel(fn, cut)}: key must be ${KEY_TYPES}, got ${describe(key)}. ` +
       'Pass the id (user.id) or a composite key ([repo.id, user.id]) instead.',
   );
 }
 
-function partError(fn: string, index: number, part: unknown): TypeError {
+function partError(fn: string, index: number, part: unknown, cut?: StackCut): TypeError {
   return new TypeError(
-    `${fn}(): key[${index}] must be a string, number, bigint, boolean, null or undefined, ` +
+    `${callerLabel(fn, cut)}: key[${index}] must be a string, number, bigint, boolean, null or undefined, ` +
       `got ${describe(part)}. A composite key holds primitives only, such as [repo.id, user.id].`,
   );
 }
@@ -72,7 +72,7 @@ export function checkLoader(fn: string, loader: unknown): void {
 }
 
 /** Encode one primitive so that the encodings of different values never collide. */
-function encodePart(fn: string, index: number, part: unknown): string {
+function encodePart(fn: string, index: number, part: unknown, cut?: StackCut): string {
   switch (typeof part) {
     case 'string':
       return `s${part.length}:${part}`;
@@ -88,7 +88,7 @@ function encodePart(fn: string, index: number, part: unknown): string {
     case 'object':
       if (part === null) return 'z';
   }
-  throw index < 0 ? keyError(fn, part) : partError(fn, index, part);
+  throw index < 0 ? keyError(fn, part, cut) : partError(fn, index, part, cut);
 }
 
 function isKeyPart(value: unknown): boolean {
@@ -97,13 +97,13 @@ function isKeyPart(value: unknown): boolean {
 }
 
 /** Throw a `TypeError` unless `key` is a `CacheKey`. Builds nothing. */
-export function checkKey(fn: string, key: unknown): void {
+export function checkKey(fn: string, key: unknown, cut?: StackCut): void {
   if (!Array.isArray(key)) {
-    if (!isKeyPart(key)) throw keyError(fn, key);
+    if (!isKeyPart(key)) throw keyError(fn, key, cut);
     return;
   }
   for (let i = 0; i < key.length; i++) {
-    if (!isKeyPart(key[i])) throw partError(fn, i, key[i]);
+    if (!isKeyPart(key[i])) throw partError(fn, i, key[i], cut);
   }
 }
 
@@ -111,19 +111,19 @@ export function checkKey(fn: string, key: unknown): void {
  * The key to use in a request-cache map: a primitive as it is (a `Map` compares it by
  * value), a composite key encoded. Throws a `TypeError` for anything else.
  */
-export function mapKeyOf(fn: string, key: unknown): unknown {
+export function mapKeyOf(fn: string, key: unknown, cut?: StackCut): unknown {
   if (typeof key === 'object' && key !== null) {
-    if (!Array.isArray(key)) throw keyError(fn, key);
-    return encodeComposite(fn, key);
+    if (!Array.isArray(key)) throw keyError(fn, key, cut);
+    return encodeComposite(fn, key, cut);
   }
-  if (typeof key === 'function' || typeof key === 'symbol') throw keyError(fn, key);
+  if (typeof key === 'function' || typeof key === 'symbol') throw keyError(fn, key, cut);
   return key;
 }
 
 /** Encode a composite key (the array's elements, each self-delimiting). */
-export function encodeComposite(fn: string, key: readonly unknown[]): string {
+export function encodeComposite(fn: string, key: readonly unknown[], cut?: StackCut): string {
   let out = '';
-  for (let i = 0; i < key.length; i++) out += encodePart(fn, i, key[i]);
+  for (let i = 0; i < key.length; i++) out += encodePart(fn, i, key[i], cut);
   return out;
 }
 

@@ -17,6 +17,27 @@ export const ENDED = 'CONTEXT_CACHE_ENDED';
 // biome-ignore lint/complexity/noBannedTypes: any function is a valid stack-trace cut point.
 export type StackCut = Function;
 
+/** How messages name calls of the getters made by this package, by getter. */
+const LABELS = new WeakMap<StackCut, string>();
+
+/**
+ * Name the calls of `getter` in errors and warnings: `label` is how a message names one,
+ * such as "the getter of contextCached('user')".
+ */
+export function labelCalls(getter: StackCut, label: string): void {
+  LABELS.set(getter, label);
+}
+
+/**
+ * How a message names a call of `fn` made through `cut`: the label of a getter (see
+ * `labelCalls`), else `fn` itself when it is one already ("….invalidate()"), else `fn()`.
+ */
+export function callerLabel(fn: string, cut?: StackCut): string {
+  const label = cut === undefined ? undefined : LABELS.get(cut);
+  if (label !== undefined) return label;
+  return fn.endsWith(')') ? fn : `${fn}()`;
+}
+
 /** Whether the runtime has Node's `process.emitWarning` (Node, Bun, Deno; not Workers). */
 function canEmitWarning(): boolean {
   return (

@@ -16,7 +16,7 @@ import {
 } from './keys.js';
 import { currentScope, type LoaderContext } from './scope.js';
 import { GROUP_VIEW, type SharedCache, type SharedGroupView } from './shared/types.js';
-import { checkOptionNames, describe, type StackCut } from './warnings.js';
+import { checkOptionNames, describe, labelCalls, type StackCut } from './warnings.js';
 
 const NO_CONTEXT: LoaderContext = Object.freeze({});
 
@@ -38,7 +38,7 @@ export function lookup<K extends CacheKey, T>(
     return cache.fetch(group, key, loader as never, cut, thisArg) as Promise<T>;
   checkGroup('getWithContextCache', group);
   checkLoader('getWithContextCache', loader);
-  checkKey('getWithContextCache', key); // the same TypeError as with a cache
+  checkKey('getWithContextCache', key, cut); // the same TypeError as with a cache
   let result: T | PromiseLike<T>;
   try {
     result = loader.call(thisArg, key, scope?.loaderContext ?? NO_CONTEXT);
@@ -238,12 +238,17 @@ export function setContextData<K extends KeyCandidate>(
 /** The same, for a key whose type is a type parameter (in generic code). */
 export function setContextData(group: string, key: CacheKey, value: unknown): void;
 export function setContextData(group: string, key: CacheKey, value: unknown): void {
+  setIn('setContextData', group, key, value, setContextData);
+}
+
+/** `setContextData` as `fn` (named so in messages), called through `cut`. */
+function setIn(fn: string, group: string, key: CacheKey, value: unknown, cut: StackCut): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
-    cache.setData('setContextData', group, key, value, setContextData);
+    cache.setData(fn, group, key, value, cut);
     return;
   }
-  validateOutside('setContextData', group, key);
+  validateOutside(fn, group, key);
 }
 
 /**
@@ -260,12 +265,17 @@ export function removeContextData<K extends KeyCandidate>(group: string, key: Ch
 /** The same, for a key whose type is a type parameter (in generic code). */
 export function removeContextData(group: string, key: CacheKey): void;
 export function removeContextData(group: string, key: CacheKey): void {
+  removeIn('removeContextData', group, key, removeContextData);
+}
+
+/** `removeContextData` as `fn` (named so in messages), called through `cut`. */
+function removeIn(fn: string, group: string, key: CacheKey, cut: StackCut): void {
   const cache = currentScope()?.cache;
   if (cache !== undefined) {
-    cache.removeData('removeContextData', group, key, removeContextData);
+    cache.removeData(fn, group, key, cut);
     return;
   }
-  validateOutside('removeContextData', group, key);
+  validateOutside(fn, group, key);
 }
 
 /** A getter made by `contextCached`: call it with a key, or invalidate or prime a key. */
@@ -321,6 +331,7 @@ export function contextCached<K extends CacheKey, T>(
   claimGroup('contextCached', group, loader, contextCached);
   const load = tiers.load(loader);
   const cached = (key: K): Promise<T> => lookup(group, key, load, cached);
+  labelCalls(cached, `the getter of contextCached('${group}')`);
   cached.invalidate = tiers.invalidate;
   cached.prime = tiers.prime;
   return cached;
@@ -372,6 +383,10 @@ export function groupTiers<T>(
     }
     view = shared[GROUP_VIEW](group);
   }
+  // `cachedControls(method).invalidate(key)` of `@cached('user')` names the decorator.
+  const named = fn === 'cached' ? '@cached' : fn;
+  const invalidateLabel = `${named}('${group}').invalidate()`;
+  const primeLabel = `${named}('${group}').prime()`;
   return {
     view,
     timeout,
@@ -387,12 +402,12 @@ export function groupTiers<T>(
         return shared.getOrLoad(key, (k, sharedCtx) => timed.call(this, k as K, sharedCtx));
       };
     },
-    invalidate(key) {
-      removeContextData(group, key);
+    invalidate: function invalidate(key) {
+      removeIn(invalidateLabel, group, key, invalidate);
       return view === undefined ? Promise.resolve() : view.delete(key);
     },
-    prime(key, value) {
-      setContextData(group, key, value);
+    prime: function prime(key, value) {
+      setIn(primeLabel, group, key, value, prime);
     },
   };
 }

@@ -661,7 +661,9 @@ describe('a batch never mixes scopes', () => {
     });
     expect(calls).toEqual([[1, 2], [1]]);
     expect(warnings.map((w) => w[2])).toEqual(['CONTEXT_CACHE_ENDED']);
-    expect(String(warnings[0]?.[0])).toMatch(/^contextBatched\(\) ran after its request had ended/);
+    expect(String(warnings[0]?.[0])).toMatch(
+      /^the getter of contextBatched\('[^']+'\) ran after its request had ended/,
+    );
   });
 });
 
@@ -746,10 +748,21 @@ describe('misuse', () => {
     expect(() => contextBatched(fresh('x'), ok, 5 as never)).toThrow(
       'contextBatched(): options must be an object such as { maxBatchSize: 100 }, got a number (5).',
     );
-    const getter = contextBatched(fresh('x'), ok);
-    expect(() => getter({ id: 1 } as never)).toThrow(
-      'contextBatched(): key must be a string, number, bigint, boolean, null, undefined or an array of those, got an object.',
-    );
+    const group = fresh('x');
+    const getter = contextBatched(group, ok);
+    for (const run of [withCacheContext, withNoCacheContext, (fn: () => unknown) => fn()]) {
+      run(() => {
+        expect(() => getter({ id: 1 } as never)).toThrow(
+          `the getter of contextBatched('${group}'): key must be a string, number, bigint, boolean, null, undefined or an array of those, got an object.`,
+        );
+        expect(() => getter.invalidate(Symbol('s') as never)).toThrow(
+          `contextBatched('${group}').invalidate(): key must be`,
+        );
+        expect(() => getter.prime([[1]] as never, 1)).toThrow(
+          `contextBatched('${group}').prime(): key[0] must be`,
+        );
+      });
+    }
   });
 
   it('warns once when two getters of one group have different batch functions', () => {

@@ -128,16 +128,21 @@ describe('@cached(group)', () => {
     expect(members.loads).toBe(2);
   });
 
-  it('rejects object keys with the same TypeError as contextCached', async () => {
+  it('rejects object keys with the TypeError of contextCached, naming the method', async () => {
     const repo = new UserRepository(new Map());
     const getUser = contextCached('user id', async (id: number) => id);
     const bad = { id: 1 } as unknown as number;
-    const message =
-      'getWithContextCache(): key must be a string, number, bigint, boolean, null, undefined or an ' +
+    const message = (caller: string) =>
+      `${caller}: key must be a string, number, bigint, boolean, null, undefined or an ` +
       'array of those, got an object. Pass the id (user.id) or a composite key ([repo.id, user.id]) instead.';
     await withCacheContext(async () => {
-      expect(() => getUser(bad)).toThrow(new TypeError(message));
-      expect(() => repo.getById(bad)).toThrow(new TypeError(message));
+      expect(() => getUser(bad)).toThrow(
+        new TypeError(message("the getter of contextCached('user id')")),
+      );
+      expect(() => repo.getById(bad)).toThrow(new TypeError(message("@cached('user') getById()")));
+      expect(() => cachedControls(repo.getById).invalidate(bad)).toThrow(
+        new TypeError(message("@cached('user').invalidate()")),
+      );
     });
   });
 });

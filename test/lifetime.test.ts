@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { setClock } from '../src/clock.js';
 import {
+  contextCached,
   getContextCache,
   getContextData,
   getWithContextCache,
@@ -108,6 +109,17 @@ describe('lifetime', () => {
 describe('end()', () => {
   const ENDED_TEXT =
     'ran after its request had ended, so nothing was cached: this code outlives the response. Run work that continues after the response in detach() or runInBackground(), which give it its own scope and timeout.';
+
+  it('names the getter that ran after the end by its group', async () => {
+    const getUser = contextCached('ended user', async (id: number) => `user ${id}`);
+    await withCacheContext(async () => {
+      getContextCache()?.end();
+      expect(await getUser(1)).toBe('user 1');
+    });
+    expect(warnings.map((w) => String(w[0]))).toEqual([
+      `the getter of contextCached('ended user') ${ENDED_TEXT}`,
+    ]);
+  });
 
   it('drops the data at once; later lookups pass through with one CONTEXT_CACHE_ENDED warning', async () => {
     let leftover: Promise<void> | undefined;
