@@ -147,13 +147,17 @@ class Pending {
     composite: boolean,
     entry: BatchedEntry | null,
   ): Promise<unknown> {
-    const index = this.keys.length;
-    this.keys.push(key);
+    // Stores by index rather than `push`: the arrays are made empty by the constructor,
+    // so the first element changes their kind, and `push` would then stay a call of the
+    // built-in for every key (the one place on this path where it showed in profiles).
+    const keys = this.keys;
+    const index = keys.length;
+    keys[index] = key;
     const promise = new Promise<unknown>(executor);
-    this.settlers.push(nextResolve as (value: unknown) => void);
+    this.settlers[index] = nextResolve as (value: unknown) => void;
     const held = entry ?? looseEntry();
     held.promise = promise;
-    this.entries.push(held);
+    this.entries[index] = held;
     if (this.byKey !== undefined) {
       ((composite ? this.byComposite : this.byKey) as Map<unknown, number>).set(mapKey, index);
     }
@@ -539,7 +543,10 @@ export function contextBatched<K extends CacheKey, V>(
       // A hit or a join.
       if (entry !== null && entry.promise !== undefined) return entry.promise as Promise<V>;
     }
-    const pending = pendingOf(scope);
+    // The pending batch of the last lookup, checked here: `pendingOf` is not inlined.
+    const current = last;
+    const pending =
+      current !== undefined && current.owner === (scope ?? OUTSIDE) ? current : pendingOf(scope);
     // With a serving cache whose entries are all still there, a queued key would have
     // been found above (a join); otherwise look among the queued keys.
     const index =
