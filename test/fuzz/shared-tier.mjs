@@ -9,15 +9,33 @@
 // command or subscriber connection). It checks what the README promises: no read that
 // starts after a resolved delete/set/invalidate returns an older version (beyond the
 // pub/sub grace, and except where a subscriber was killed: L1 ttl then bounds it), no
-// stale L1, Redis never older than the latest resolved write, never another key's
-// value, store faults never fail a request, no unhandled rejection.
+// stale L1, Redis never older than the latest resolved write (nor a value older than
+// that written to the memoryStore), never another key's value, store faults never fail
+// a request, no unhandled rejection.
 //
 //   node --unhandled-rejections=strict test/fuzz/shared-tier.mjs [--seeds N] [--seed S]
 //        [--duration MS] [--mode redis|memory|both] [--nofaults] [--noproxy]
-//        [--memmax N] [--noabort] [--budget MS]
+//        [--memmax N] [--noabort] [--budget MS] [--ci] [--redis-port P]
+//   (--seed also takes a list, such as --seed 5,7,10)
 //
-// Timing-dependent (real delays, real faults), so not part of npm test: run it after a
-// change to the shared tier (a few minutes; needs a build). Exits 1 on a violation.
+// As written above it is timing-dependent (real delays, real faults, a grace in ms for
+// pub/sub): run it by hand after a change to the shared tier (a few minutes; needs a
+// build). Exits 1 on a violation.
+//
+// --ci keeps only what no scheduling can break, so a slow, loaded machine cannot fail it
+// (test/shared/fuzz.test.ts runs it in npm test). "Before" and "after" are the order of
+// events in this process (a counter), never a time: a write counts for a read that
+// starts after the write resolved. For another instance's L1 (tieredStore) the grace in
+// ms becomes an event too: after each resolved write a marker is published on a channel
+// every tiered instance's subscriber also listens to, and Redis delivers it after the
+// invalidation of each write that landed before it (same connection, same order), so an
+// instance that heard the marker is held to those writes (one that lost to a newer value
+// published nothing and is not). A subscriber that lost its connection may have lost
+// messages: on that instance, writes its last heard marker did not cover no longer count
+// (the bound by L1's ttl, a time, is left to the manual run). Redis and the memoryStore
+// are held to every write resolved before; a load that never ends is allowed 20 s, not 8.
+// --redis-port uses a redis-server already listening there (it is sent SIGCONT on exit,
+// never stopped) instead of starting one.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -42,11 +60,20 @@ const arg = (name, def) => {
 const flag = (name) => argv.includes(`--${name}`);
 const SEEDS = Number(arg('seeds', 6));
 const FIRST_SEED = Number(arg('seed', 1));
+// --seed 5,7,10: these seeds (--seeds is then ignored)
+const SEED_LIST = String(arg('seed', '')).includes(',')
+  ? String(arg('seed')).split(',').map(Number)
+  : Array.from({ length: SEEDS }, (_, j) => FIRST_SEED + j);
 const DURATION = Number(arg('duration', 15000));
 const MODE = arg('mode', 'both');
 const FAULTS = !flag('nofaults');
 const PROXY = !flag('noproxy');
 const GLOBAL_DEADLINE = performance.now() + Number(arg('budget', 8 * 60_000));
+const CI = flag('ci');
+const REDIS_PORT = arg('redis-port');
+// How long in-flight operations may take to finish after the run (any one is bounded by
+// its loader's 1.5 s, readTimeout and writeTimeout): generous in --ci, for a loaded machine.
+const DRAIN = CI ? 20_000 : 8000;
 
 const L1_TTL = 1500;
 const TTL = 4000;
@@ -73,6 +100,13 @@ const stats = {
   redisChecks: 0,
   l1Checks: 0,
   batches: 0,
+  // reads held to a resolved write (any; another tiered instance's)
+  judged: 0,
+  judgedRemote: 0,
+  // --ci
+  markers: 0,
+  markersHeard: 0,
+  subscriberLosses: 0,
 };
 let currentSeed = 0;
 function violate(kind, detail) {
@@ -90,11 +124,28 @@ process.on('warning', (w) => {
 });
 
 // ---------------------------------------------------------------- redis-server
-const port = 20000 + Math.floor(Math.random() * 40000);
-const DIR = mkdtempSync(join(os.tmpdir(), 'context-cache-fuzz-'));
-const pidfile = `${DIR}/redis-${port}.pid`;
+const port = REDIS_PORT ? Number(REDIS_PORT) : 20000 + Math.floor(Math.random() * 40000);
+// On a server shared with earlier runs, namespaces must not meet their keys.
+const RUN = REDIS_PORT ? Math.random().toString(36).slice(2, 6) : '';
+let DIR; // the server's own directory, when this script starts one
 let redisPid;
+let ownRedis = false;
+/** The given server (--redis-port): its pid, for the SIGSTOP fault. */
+async function useRedis() {
+  const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
+  client.on('error', () => {});
+  try {
+    redisPid = Number(/process_id:(\d+)/.exec(await client.info('server'))?.[1]);
+  } finally {
+    client.disconnect();
+  }
+  if (!(redisPid > 0)) throw new Error(`no redis-server pid on port ${port}`);
+  console.log(`redis-server pid ${redisPid} port ${port} (given)`);
+}
 function startRedis() {
+  ownRedis = true;
+  DIR = mkdtempSync(join(os.tmpdir(), 'context-cache-fuzz-'));
+  const pidfile = `${DIR}/redis-${port}.pid`;
   const r = spawnSync('redis-server', [
     '--port',
     String(port),
@@ -114,8 +165,14 @@ function startRedis() {
     `${DIR}/redis-${port}.log`,
   ]);
   if (r.status !== 0) throw new Error(`redis-server failed: ${r.stderr}`);
-  for (let i = 0; i < 100 && !existsSync(pidfile); i++) spawnSync('sleep', ['0.05']);
-  redisPid = Number(readFileSync(pidfile, 'utf8').trim());
+  // The pidfile may exist a moment before the pid is in it: an empty one reads as 0, and
+  // process.kill(0, ...) would signal this whole process group (SIGSTOP: ourselves too).
+  const readPid = () => (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8').trim()) : 0);
+  for (let i = 0; i < 100 && !(readPid() > 0); i++) spawnSync('sleep', ['0.05']);
+  redisPid = readPid();
+  if (!(Number.isInteger(redisPid) && redisPid > 0)) {
+    throw new Error(`redis-server wrote no pid to ${pidfile}`);
+  }
   console.log(`redis-server pid ${redisPid} port ${port}`);
 }
 function stopRedis() {
@@ -123,6 +180,10 @@ function stopRedis() {
   try {
     process.kill(redisPid, 'SIGCONT');
   } catch {}
+  if (!ownRedis) {
+    redisPid = undefined;
+    return;
+  }
   try {
     process.kill(redisPid, 'SIGTERM');
   } catch {}
@@ -143,11 +204,15 @@ function stopRedis() {
 }
 process.on('exit', () => {
   stopRedis();
-  rmSync(DIR, { recursive: true, force: true });
+  if (DIR) rmSync(DIR, { recursive: true, force: true });
 });
 process.on('SIGINT', () => {
   stopRedis();
   process.exit(130);
+});
+process.on('SIGTERM', () => {
+  stopRedis();
+  process.exit(143);
 });
 
 // ---------------------------------------------------------------- latency proxy
@@ -233,14 +298,135 @@ async function runSeed(seed, mode) {
   currentSeed = seed;
   const rng = mulberry32(seed * 7919 + (mode === 'memory' ? 17 : 0));
   const pick = (a) => a[Math.floor(rng() * a.length)];
-  const ns = `fz${seed}${mode[0]}`;
+  const ns = `fz${RUN}${seed}${mode[0]}`;
   const KEYS = ['a', 'b', 'c', 'd', 'e', 'f'].slice(0, 3 + Math.floor(rng() * 4));
   const SPACES = ['d', 'g']; // d: shared.getOrLoad/get/set/delete; g: contextCached/contextBatched group 'g'
   const db = new Map(); // logical key -> version
   for (const s of SPACES) for (const k of KEYS) db.set(`${s}:${k}`, 1);
-  const writes = new Map(); // logical key -> [{V, callSeq, callAt, resolvedAt}]
+  const writes = new Map(); // logical key -> [{V, callSeq, callAt, resolvedAt, resolvedSeq, landed}]
   const faults = []; // {kind, inst, start, end}
   const _extra = [];
+  let finished = false;
+
+  // ---- --ci: markers, and which writes landed
+  // A marker is published after each resolved write; every tiered instance's subscriber
+  // also listens to its channel. Redis delivers messages to one connection in the order
+  // it ran the PUBLISHes, so an instance that heard a marker had heard, before it, the
+  // invalidation of every write that landed before the marker was sent.
+  const markerChannel = `${ns}:fuzz-marker`;
+  const markers = new Map(); // marker id -> tick when sent
+  let markerId = 0;
+  function sendMarker() {
+    if (!checker || !instances.some((x) => x.pubsub)) return;
+    const id = ++markerId;
+    markers.set(id, tick());
+    stats.markers++;
+    // A marker whose reply times out (Redis paused) is still delivered later, in order.
+    checker.publish(markerChannel, String(id)).catch(() => {});
+  }
+  /** Listen for markers on the subscriber that tieredStore makes from `client`. */
+  function hearMarkers(inst, client) {
+    const duplicate = client.duplicate;
+    client.duplicate = (...args) => {
+      const sub = duplicate.apply(client, args);
+      sub.on('message', (channel, text) => {
+        if (channel !== markerChannel) return;
+        const sent = markers.get(Number(text));
+        if (sent === undefined) return;
+        stats.markersHeard++;
+        if (sent > inst.heard) inst.heard = sent;
+        if (inst.l1CheckQueued) return;
+        inst.l1CheckQueued = true;
+        // After the microtasks of this reply (such as L1 cleared on a resubscription).
+        setImmediate(() => {
+          inst.l1CheckQueued = false;
+          checkL1Ordered(inst);
+        });
+      });
+      // Messages sent while it was away are lost: from then on, only the writes that a
+      // marker heard before covers count on this instance (see requiredOrdered).
+      sub.on('close', () => {
+        if (finished || inst.lossFrom !== undefined) return;
+        inst.lossFrom = inst.heard;
+        stats.subscriberLosses++;
+      });
+      inst.markerSubscription = sub.subscribe(markerChannel);
+      return sub;
+    };
+  }
+  // The write whose store.set is being called (synchronously, inside set/delete/invalidate).
+  let capture;
+  /** The store as given, but each write learns whether it landed (false: a newer value won). */
+  function seeLanded(store) {
+    return {
+      ...store,
+      set(key, value, ttl, version) {
+        const landed = store.set(key, value, ttl, version);
+        const w = capture;
+        capture = undefined;
+        if (w !== undefined) {
+          landed.then(
+            (l) => {
+              w.landed = l;
+            },
+            () => {},
+          );
+        }
+        return landed;
+      },
+    };
+  }
+
+  /**
+   * The memory store as given, but each value is checked as it lands: none may be older
+   * than a write resolved before (a load that started before a delete is not written back,
+   * even once the store has evicted the delete's tombstone).
+   */
+  function checkLandings(store) {
+    const landing = (key, value, at, landed) => {
+      if (landed !== true) return;
+      const p = parseRaw(value);
+      if (p.tomb || p.k === undefined) return;
+      const [req, by] = requiredAll(p.k, at);
+      if (p.v < req) {
+        violate('store-stale-write', {
+          rk: key,
+          lk: p.k,
+          wrote: p.v,
+          loadSeq: p.s,
+          required: req,
+          writeKind: by.kind,
+          writeInst: by.inst,
+          loadStartedBeforeWrite: p.s < by.callSeq,
+        });
+      }
+    };
+    return {
+      ...store,
+      set(key, value, ttl, version) {
+        const at = started();
+        const landed = store.set(key, value, ttl, version);
+        landed.then(
+          (l) => landing(key, value, at, l),
+          () => {},
+        );
+        return landed;
+      },
+      setMany(entries) {
+        const at = started();
+        const landed = store.setMany(entries);
+        landed.then(
+          (ls) => {
+            for (let j = 0; j < entries.length; j++) {
+              landing(entries[j].key, entries[j].value, at, ls[j]);
+            }
+          },
+          () => {},
+        );
+        return landed;
+      },
+    };
+  }
 
   // ---- instances
   const instances = [];
@@ -250,9 +436,14 @@ async function runSeed(seed, mode) {
     const store = memoryStore({ max, ...(rng() < 0.5 ? { ttl: 2000 } : {}) });
     const n = 2 + Math.floor(rng() * 3);
     // One process: every "instance" is a request source on the same cache.
-    const shared = createSharedCache({ store, ttl: TTL, namespace: ns, onError: () => {} });
+    const shared = createSharedCache({
+      store: checkLandings(store),
+      ttl: TTL,
+      namespace: ns,
+      onError: () => {},
+    });
     for (let i = 0; i < n; i++)
-      instances.push({ i, kind: 'memory', shared, store, hasL1: false, pubsub: false });
+      instances.push({ i, kind: 'memory', shared, store, hasL1: false, pubsub: false, heard: 0 });
     console.log(`seed ${seed} mode memory max=${max} keys=${KEYS.length}`);
   } else {
     const n = 2 + Math.floor(rng() * 3);
@@ -270,6 +461,16 @@ async function runSeed(seed, mode) {
       }
       const name = `${ns}i${i}`;
       const url = `redis://127.0.0.1:${p}?connectionName=${name}`;
+      const inst = {
+        i,
+        kind,
+        name,
+        hasL1: kind.startsWith('tiered'),
+        pubsub: kind.startsWith('tiered'),
+        jitter,
+        heard: 0, // --ci: tick when the last marker this instance heard was sent
+        lossFrom: undefined, // --ci: `heard` when its subscriber first lost its connection
+      };
       let client;
       let l2;
       if (kind.endsWith('client')) {
@@ -279,22 +480,19 @@ async function runSeed(seed, mode) {
       } else {
         l2 = redisStore({ url });
       }
+      if (CI && inst.pubsub) hearMarkers(inst, l2.client);
       const store = kind.startsWith('tiered')
         ? tieredStore({ l1: memoryStore({ max: 1000, ttl: L1_TTL }), l2 })
         : l2;
       if (store.ready) await store.ready();
-      const shared = createSharedCache({ store, ttl: TTL, namespace: ns, onError: () => {} });
-      instances.push({
-        i,
-        kind,
-        name,
-        client,
-        shared,
-        store,
-        hasL1: kind.startsWith('tiered'),
-        pubsub: kind.startsWith('tiered'),
-        jitter,
+      if (inst.markerSubscription) await inst.markerSubscription;
+      const shared = createSharedCache({
+        store: CI && inst.pubsub ? seeLanded(store) : store,
+        ttl: TTL,
+        namespace: ns,
+        onError: () => {},
       });
+      instances.push(Object.assign(inst, { client, shared, store }));
     }
     console.log(
       `seed ${seed} mode redis instances=${instances.map((x) => `${x.i}:${x.kind}${x.jitter ? `+proxy${x.jitter}` : ''}`).join(',')} keys=${KEYS.length}`,
@@ -345,6 +543,35 @@ async function runSeed(seed, mode) {
       }
     return [req, by];
   }
+  /** Where an operation starts: the time, and (--ci) the tick and the markers heard. */
+  function started(inst) {
+    return { t: now(), seq: tick(), heard: inst?.heard ?? 0 };
+  }
+  /** The newest write resolved before `at`: what the store (Redis) must not be older than. */
+  function requiredAll(lk, at) {
+    return CI ? requiredOrdered(undefined, lk, at) : required(lk, at.t, 0);
+  }
+  /**
+   * --ci: the newest write that must show at `inst` for an operation that started `at`.
+   * Every write resolved before it counts, but another instance's write on a tiered
+   * instance only once a marker sent after it has been heard there, only if it landed
+   * (one that lost to a newer value published nothing: the newer one's writer publishes,
+   * maybe later), and not if the subscriber was away since that marker.
+   */
+  function requiredOrdered(inst, lk, at) {
+    let req = 0;
+    let by;
+    for (const w of writes.get(lk) ?? []) {
+      if (w.resolvedSeq === undefined || w.resolvedSeq > at.seq || w.V <= req) continue;
+      if (inst?.pubsub && w.inst !== inst.i) {
+        if (w.landed !== true || !(at.heard > w.resolvedSeq)) continue;
+        if (inst.lossFrom !== undefined && w.resolvedSeq > inst.lossFrom) continue;
+      }
+      req = w.V;
+      by = w;
+    }
+    return [req, by];
+  }
   function inFault(inst, startAt) {
     return faults.find(
       (f) =>
@@ -355,14 +582,19 @@ async function runSeed(seed, mode) {
     );
   }
 
-  function checkValue(inst, lk, value, startAt, how) {
+  function checkValue(inst, lk, value, at, how) {
     if (value === undefined) return;
     if (value === null || typeof value !== 'object' || value.k !== lk) {
       violate('wrong-key-value', { inst: inst.i, lk, how, value });
       return;
     }
+    const startAt = at.t;
     const grace = inst.pubsub ? GRACE + (inst.jitter || 0) * 2 : 0;
-    const [req, by] = required(lk, startAt, grace);
+    const [req, by] = CI ? requiredOrdered(inst, lk, at) : required(lk, startAt, grace);
+    if (req > 0) {
+      stats.judged++;
+      if (by.inst !== inst.i && inst.pubsub) stats.judgedRemote++;
+    }
     if (value.v < req) {
       const detail = {
         inst: inst.i,
@@ -378,7 +610,7 @@ async function runSeed(seed, mode) {
         writeResolvedAgo: Math.round(startAt - by.resolvedAt),
         loadStartedBeforeWrite: value.s < by.callSeq,
       };
-      const f = inFault(inst, startAt);
+      const f = CI ? undefined : inFault(inst, startAt);
       if (f) {
         excused.push({ ...detail, why: `message loss window (${f.kind}), bounded by L1 ttl` });
         return;
@@ -405,7 +637,7 @@ async function runSeed(seed, mode) {
     const space = pick(SPACES);
     const k = pick(KEYS);
     const lk = `${space}:${k}`;
-    const startAt = now();
+    const at = started(inst);
     const ac = rng() < 0.08 && !flag('noabort') ? new AbortController() : undefined;
     let reason;
     if (ac)
@@ -424,13 +656,13 @@ async function runSeed(seed, mode) {
           violate('get-rejected', { inst: inst.i, lk, err: String(err?.stack ?? err) });
           return;
         }
-        checkValue(inst, lk, v, startAt, 'get');
+        checkValue(inst, lk, v, at, 'get');
         return;
       }
       const run = () => inst.shared.getOrLoad(k, () => loader(inst, lk));
       try {
         const v = await (ac ? withCacheContext(run, { signal: ac.signal }) : run());
-        checkValue(inst, lk, v, startAt, 'getOrLoad');
+        checkValue(inst, lk, v, at, 'getOrLoad');
       } catch (err) {
         checkRejection(inst, lk, err, 'getOrLoad', reason);
       }
@@ -443,7 +675,7 @@ async function runSeed(seed, mode) {
           () => inst.cached(k),
           ac ? { signal: ac.signal } : undefined,
         );
-        checkValue(inst, lk, v, startAt, 'contextCached');
+        checkValue(inst, lk, v, at, 'contextCached');
       } catch (err) {
         checkRejection(inst, lk, err, 'contextCached', reason);
       }
@@ -456,7 +688,7 @@ async function runSeed(seed, mode) {
           ks.map(async (kk) => {
             try {
               const v = await inst.batched(kk);
-              checkValue(inst, `g:${kk}`, v, startAt, 'contextBatched');
+              checkValue(inst, `g:${kk}`, v, at, 'contextBatched');
             } catch (err) {
               checkRejection(inst, `g:${kk}`, err, 'contextBatched', reason);
             }
@@ -479,26 +711,34 @@ async function runSeed(seed, mode) {
     writes.get(lk).push(w);
     stats.writes++;
     let p;
-    if (space === 'd') {
-      if (rng() < 0.35) {
-        w.kind = 'set';
-        p = inst.shared.set(k, mkValue(lk, V, callSeq));
+    capture = w; // (--ci) its store.set is called before set/delete/invalidate returns
+    try {
+      if (space === 'd') {
+        if (rng() < 0.35) {
+          w.kind = 'set';
+          p = inst.shared.set(k, mkValue(lk, V, callSeq));
+        } else {
+          w.kind = 'delete';
+          p = inst.shared.delete(k);
+        }
       } else {
-        w.kind = 'delete';
-        p = inst.shared.delete(k);
+        const g = rng() < 0.5 ? inst.cached : inst.batched;
+        w.kind = g === inst.cached ? 'cached.invalidate' : 'batched.invalidate';
+        p = withCacheContext(() => g.invalidate(k));
       }
-    } else {
-      const g = rng() < 0.5 ? inst.cached : inst.batched;
-      w.kind = g === inst.cached ? 'cached.invalidate' : 'batched.invalidate';
-      p = withCacheContext(() => g.invalidate(k));
+    } finally {
+      capture = undefined;
     }
     try {
       await p;
       w.resolvedAt = now();
+      w.resolvedSeq = tick();
+      if (CI) sendMarker();
       // Right after it resolved: what Redis / the memory store holds must not be older.
       if (mode === 'redis') void checkRedis(`after ${w.kind}`);
       // After the grace: no instance's L1 may hold an older value (messages delivered).
-      setTimeout(() => checkL1(lk), GRACE + MAX_JITTER * 2);
+      // (--ci: checked on each marker heard instead, see checkL1Ordered.)
+      if (!CI) setTimeout(() => checkL1(lk), GRACE + MAX_JITTER * 2);
     } catch (err) {
       stats.writeFail++;
       w.failed = String(err?.code ?? err?.name);
@@ -532,7 +772,7 @@ async function runSeed(seed, mode) {
   async function checkRedis(why) {
     if (checking || !checker) return;
     checking = true;
-    const startAt = now();
+    const at = started();
     try {
       const keys = (await checker.keys(`${ns}:*`)).filter((x) => !x.endsWith(':lock'));
       if (keys.length === 0) return;
@@ -553,7 +793,7 @@ async function runSeed(seed, mode) {
           violate('redis-wrong-key', { rk, known, got: p.k });
           return;
         }
-        const [req, by] = required(p.k, startAt, 0);
+        const [req, by] = requiredAll(p.k, at);
         if (p.v < req) {
           violate('redis-stale-after-write', {
             why,
@@ -607,6 +847,39 @@ async function runSeed(seed, mode) {
         const f = inFault(inst, by.resolvedAt);
         if (f) excused.push({ ...detail, why: `L1 during message-loss window (${f.kind})` });
         else violate('l1-stale-after-write', detail);
+      }
+    }
+  }
+
+  /**
+   * --ci: after `inst` heard a marker, its L1 must hold nothing older than the writes that
+   * count there (see requiredOrdered): their invalidations came before the marker.
+   */
+  function checkL1Ordered(inst) {
+    if (finished || !inst.hasL1) return;
+    const at = started(inst);
+    for (const [lk, rk] of logicalToRedis) {
+      const raw = inst.store.peek(rk);
+      if (raw === undefined) continue;
+      stats.l1Checks++;
+      const p = parseRaw(raw);
+      if (p.k !== lk) {
+        violate('l1-wrong-key', { inst: inst.i, lk, got: p.k });
+        continue;
+      }
+      const [req, by] = requiredOrdered(inst, lk, at);
+      if (p.v < req) {
+        violate('l1-stale-after-write', {
+          inst: inst.i,
+          kind: inst.kind,
+          lk,
+          held: p.v,
+          heldLoadSeq: p.s,
+          required: req,
+          writeKind: by.kind,
+          writeInst: by.inst,
+          loadStartedBeforeWrite: p.s < by.callSeq,
+        });
       }
     }
   }
@@ -701,30 +974,47 @@ async function runSeed(seed, mode) {
   }
   await faultRunning;
   // drain
-  const drainUntil = now() + 8000;
+  const drainUntil = now() + DRAIN;
   while (inFlight.size && now() < drainUntil) await sleep(20);
   if (inFlight.size) violate('hung-ops', { count: inFlight.size });
   // final: after quiescence, every instance must read at least the latest resolved write
-  await sleep(GRACE + 100);
-  if (mode === 'redis') await checkRedis('final');
-  const lastFault = faults.reduce((m, f) => Math.max(m, f.end ?? 0), 0);
-  if (now() - lastFault < L1_TTL + 300) await sleep(L1_TTL + 300);
-  for (const inst of instances) {
-    for (const s of SPACES)
-      for (const k of KEYS) {
-        const lk = `${s}:${k}`;
-        const startAt = now();
-        try {
-          const v =
-            s === 'd'
-              ? await inst.shared.getOrLoad(k, () => loader(inst, lk))
-              : await withCacheContext(() => inst.cached(k));
-          checkValue(inst, lk, v, startAt, 'final');
-        } catch (err) {
-          checkRejection(inst, lk, err, 'final', undefined);
-        }
-      }
+  const finalRead = async (inst, s, k) => {
+    const lk = `${s}:${k}`;
+    const at = started(inst);
+    try {
+      const v =
+        s === 'd'
+          ? await inst.shared.getOrLoad(k, () => loader(inst, lk))
+          : await withCacheContext(() => inst.cached(k));
+      checkValue(inst, lk, v, at, 'final');
+    } catch (err) {
+      checkRejection(inst, lk, err, 'final', undefined);
+    }
+  };
+  if (CI) {
+    // No wait by the clock: a last marker, until every tiered instance has heard it
+    // (bounded; one that has not is judged by the markers it did hear).
+    sendMarker();
+    const last = markers.get(markerId) ?? 0;
+    const heardUntil = now() + 5000;
+    while (now() < heardUntil && instances.some((x) => x.pubsub && x.heard < last)) {
+      await sleep(10);
+    }
+    while (checking) await sleep(5);
+    if (mode === 'redis') await checkRedis('final');
+    await Promise.all(
+      instances.flatMap((inst) => SPACES.flatMap((s) => KEYS.map((k) => finalRead(inst, s, k)))),
+    );
+  } else {
+    await sleep(GRACE + 100);
+    if (mode === 'redis') await checkRedis('final');
+    const lastFault = faults.reduce((m, f) => Math.max(m, f.end ?? 0), 0);
+    if (now() - lastFault < L1_TTL + 300) await sleep(L1_TTL + 300);
+    for (const inst of instances) {
+      for (const s of SPACES) for (const k of KEYS) await finalRead(inst, s, k);
+    }
   }
+  finished = true;
   // close everything
   const closing = [...new Set(instances.map((x) => x.shared))].map((s) => s.close());
   await Promise.race([Promise.allSettled(closing), sleep(5000)]);
@@ -738,8 +1028,11 @@ async function runSeed(seed, mode) {
 // ---------------------------------------------------------------- main
 const t0 = now();
 try {
-  if (MODE !== 'memory') startRedis();
-  for (let s = FIRST_SEED; s < FIRST_SEED + SEEDS; s++) {
+  if (MODE !== 'memory') {
+    if (REDIS_PORT) await useRedis();
+    else startRedis();
+  }
+  for (const s of SEED_LIST) {
     if (now() > GLOBAL_DEADLINE) break;
     if (MODE === 'memory' || MODE === 'both') {
       const before = violations.length;
