@@ -851,6 +851,7 @@ async function runSeed(seed, mode) {
     }
   }
 
+  const staleL1Seen = new Set(); // each stale L1 entry is reported once, not on every marker
   /**
    * --ci: after `inst` heard a marker, its L1 must hold nothing older than the writes that
    * count there (see requiredOrdered): their invalidations came before the marker.
@@ -868,7 +869,9 @@ async function runSeed(seed, mode) {
         continue;
       }
       const [req, by] = requiredOrdered(inst, lk, at);
-      if (p.v < req) {
+      const seen = `${inst.i} ${lk} ${p.version} ${req}`;
+      if (p.v < req && !staleL1Seen.has(seen)) {
+        staleL1Seen.add(seen);
         violate('l1-stale-after-write', {
           inst: inst.i,
           kind: inst.kind,
