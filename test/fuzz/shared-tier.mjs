@@ -816,33 +816,43 @@ async function runSeed(seed, mode) {
       checking = false;
     }
   }
+  /** `inst`'s L1 entry of `lk` (under `rk`), parsed; `undefined` when absent or another key's. */
+  function l1Entry(inst, lk, rk) {
+    const raw = inst.store.peek(rk);
+    if (raw === undefined) return undefined;
+    stats.l1Checks++;
+    const p = parseRaw(raw);
+    if (p.k === lk) return p;
+    violate('l1-wrong-key', { inst: inst.i, lk, got: p.k });
+    return undefined;
+  }
+  /** What a stale L1 entry `p` of `lk` is reported with: the write `by` it is older than. */
+  function staleL1(inst, lk, p, req, by) {
+    return {
+      inst: inst.i,
+      kind: inst.kind,
+      lk,
+      held: p.v,
+      heldLoadSeq: p.s,
+      required: req,
+      writeKind: by.kind,
+      writeInst: by.inst,
+      loadStartedBeforeWrite: p.s < by.callSeq,
+    };
+  }
   function checkL1(lk) {
     const startAt = now();
     for (const inst of instances) {
       if (!inst.hasL1) continue;
       const rk = logicalToRedis.get(lk);
       if (rk === undefined) continue;
-      const raw = inst.store.peek(rk);
-      if (raw === undefined) continue;
-      stats.l1Checks++;
-      const p = parseRaw(raw);
-      if (p.k !== lk) {
-        violate('l1-wrong-key', { inst: inst.i, lk, got: p.k });
-        continue;
-      }
+      const p = l1Entry(inst, lk, rk);
+      if (p === undefined) continue;
       const [req, by] = required(lk, startAt, GRACE + MAX_JITTER * 2);
       if (p.v < req) {
         const detail = {
-          inst: inst.i,
-          kind: inst.kind,
-          lk,
-          held: p.v,
-          heldLoadSeq: p.s,
-          required: req,
-          writeKind: by.kind,
-          writeInst: by.inst,
+          ...staleL1(inst, lk, p, req, by),
           sinceResolved: Math.round(startAt - by.resolvedAt),
-          loadStartedBeforeWrite: p.s < by.callSeq,
         };
         const f = inFault(inst, by.resolvedAt);
         if (f) excused.push({ ...detail, why: `L1 during message-loss window (${f.kind})` });
@@ -860,29 +870,13 @@ async function runSeed(seed, mode) {
     if (finished || !inst.hasL1) return;
     const at = started(inst);
     for (const [lk, rk] of logicalToRedis) {
-      const raw = inst.store.peek(rk);
-      if (raw === undefined) continue;
-      stats.l1Checks++;
-      const p = parseRaw(raw);
-      if (p.k !== lk) {
-        violate('l1-wrong-key', { inst: inst.i, lk, got: p.k });
-        continue;
-      }
+      const p = l1Entry(inst, lk, rk);
+      if (p === undefined) continue;
       const [req, by] = requiredOrdered(inst, lk, at);
       const seen = `${inst.i} ${lk} ${p.version} ${req}`;
       if (p.v < req && !staleL1Seen.has(seen)) {
         staleL1Seen.add(seen);
-        violate('l1-stale-after-write', {
-          inst: inst.i,
-          kind: inst.kind,
-          lk,
-          held: p.v,
-          heldLoadSeq: p.s,
-          required: req,
-          writeKind: by.kind,
-          writeInst: by.inst,
-          loadStartedBeforeWrite: p.s < by.callSeq,
-        });
+        violate('l1-stale-after-write', staleL1(inst, lk, p, req, by));
       }
     }
   }
